@@ -1,0 +1,1 @@
+"""Connectors: CRM, ERP and MES plugins built on the connector SDK."""

@@ -1,0 +1,1 @@
+"""CRM connector (Salesforce/HubSpot opportunities to orders). Arrives with the connector SDK."""

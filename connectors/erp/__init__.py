@@ -1,0 +1,1 @@
+"""ERP connector (SAP S/4HANA sales orders). Arrives with the connector SDK."""

@@ -1,0 +1,1 @@
+"""orderhub: one canonical order table between CRM, ERP and MES, on Kafka."""

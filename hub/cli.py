@@ -1,0 +1,132 @@
+"""The ``orderhub`` command.
+
+Each sub-command imports its module only when it runs, so ``orderhub kafka up`` does not
+pay for faust, and nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import runpy
+import sys
+
+from hub.errors import OrderhubError
+from hub.settings import PROJECT_DIR, get_settings
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from hub import localkafka
+
+    settings = get_settings()
+    if args.action == "up":
+        print(localkafka.up(settings, nodes=args.nodes))
+        return 0
+    if args.action == "down":
+        stopped = localkafka.down(settings)
+        print(f"stopped {len(stopped)} broker(s)" + (f": pids {stopped}" if stopped else ""))
+        return 0
+    report = localkafka.status(settings)
+    print(report.text())
+    return 0 if report.running else 3
+
+
+def _topics(args: argparse.Namespace) -> int:
+    from hub import topics
+
+    settings = get_settings()
+    declared = topics.load_declarations(settings.topics_file)
+    if args.action == "apply":
+        changes = asyncio.run(topics.apply(settings, declared))
+        print("\n".join(changes) if changes else "topics are as declared; nothing to do")
+        return 0
+    drift = asyncio.run(topics.check(settings, declared))
+    if drift:
+        print("\n".join(drift))
+        return 1
+    print(f"{len(declared)} topics match {settings.topics_file.name}")
+    return 0
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    from hub.serde.compat import check_repository
+
+    settings = get_settings()
+    problems = check_repository(args.dir or settings.schemas_dir)
+    if problems:
+        print("\n".join(problems))
+        return 1
+    print("every schema version is backward and forward compatible with the previous one")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from hub.streams.app import run_worker
+
+    return run_worker(get_settings(), extra_argv=args.faust_args)
+
+
+def _orders(args: argparse.Namespace) -> int:
+    from hub import readmodel
+
+    settings = get_settings()
+    if args.action == "show":
+        print(readmodel.show_order_text(settings, args.order))
+    else:
+        print(readmodel.history_text(settings, args.order))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    sys.argv = [f"bench/{args.which}.py", *args.bench_args]
+    runpy.run_path(str(PROJECT_DIR / "bench" / f"{args.which}.py"), run_name="__main__")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``orderhub`` command."""
+    parser = argparse.ArgumentParser(prog="orderhub", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    kafka = sub.add_parser("kafka", help="run a real local Apache Kafka (KRaft) from Maven Central")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="combined broker+controller nodes")
+    kafka.set_defaults(func=_kafka)
+
+    topics = sub.add_parser("topics", help="bring the cluster's topics up to topics.yaml")
+    topics.add_argument("action", choices=["apply", "check"])
+    topics.set_defaults(func=_topics)
+
+    schemas = sub.add_parser("schemas", help="schema compatibility gate")
+    schemas.add_argument("action", choices=["check"])
+    schemas.add_argument("--dir", default=None, help="schemas folder (default: the repository's)")
+    schemas.set_defaults(func=_schemas)
+
+    worker = sub.add_parser("worker", help="run the canonical order engine (a faust worker)")
+    worker.add_argument("faust_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(func=_worker)
+
+    orders = sub.add_parser("orders", help="read orders from the read model")
+    orders.add_argument("action", choices=["show", "history"])
+    orders.add_argument("order", help="order id or order number")
+    orders.set_defaults(func=_orders)
+
+    bench = sub.add_parser("bench", help="run a benchmark from bench/")
+    bench.add_argument("which", choices=["engine", "serde"])
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``orderhub`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except OrderhubError as exc:
+        print(f"orderhub: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

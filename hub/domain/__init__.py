@@ -1,0 +1,1 @@
+"""The pure order domain: versions, merges, conflicts, ownership, lifecycle. No Kafka here."""

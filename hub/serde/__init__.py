@@ -1,0 +1,1 @@
+"""Avro serialisation: schema store, wire formats, compatibility."""

@@ -1,0 +1,77 @@
+"""All of orderhub's configuration, declared once and typed.
+
+This is the only module that reads environment variables. Every name is prefixed
+``ORDERHUB_``: ``ORDERHUB_BOOTSTRAP_SERVERS=broker:9092`` points the hub at any
+existing Kafka cluster; without it the hub uses the local broker that
+``orderhub kafka up`` starts on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The checkout that holds ``schemas/``, ``topics.yaml`` and ``deploy/``.
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Typed settings, validated when the object is built."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERHUB_", extra="ignore", frozen=True)
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    schema_registry_url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL. Set: writers use the Confluent wire format. "
+        "Unset: Avro single-object encoding, which needs no registry.",
+    )
+    schema_registry_user: str | None = None
+    schema_registry_password: SecretStr | None = None
+
+    schemas_dir: Path = Field(PROJECT_DIR / "schemas", description="Folder of versioned .avsc files.")
+    topics_file: Path = Field(PROJECT_DIR / "topics.yaml", description="The topic declarations.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "orderhub",
+        description="Downloaded artefacts (Kafka jars). Outside git, safe to delete.",
+    )
+    state_dir: Path = Field(
+        Path.home() / ".local" / "state" / "orderhub",
+        description="Local broker data, PID files, worker state and the default SQLite file.",
+    )
+
+    kafka_version: str = Field("4.4.0", description="Apache Kafka version of the local broker.")
+    local_kafka_port: int = Field(
+        9092, description="Client port of the single local broker; a 3-node cluster uses port+10000 upwards."
+    )
+    kafka_heap: str = Field("512m", description="-Xmx of each local broker JVM.")
+
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL of the read model. Unset: a SQLite file in state_dir."
+    )
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_not_empty(cls, value: str) -> str:
+        if not [s for s in value.split(",") if s.strip()]:
+            raise ValueError("ORDERHUB_BOOTSTRAP_SERVERS must name at least one host:port")
+        return value
+
+    @property
+    def read_model_url(self) -> str:
+        """The read model's database URL, defaulting to a SQLite file in the state folder."""
+        return self.database_url or f"sqlite:///{self.state_dir / 'orderhub.db'}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, built from the environment on first use."""
+    return Settings()
