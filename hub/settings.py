@@ -36,6 +36,9 @@ class Settings(BaseSettings):
 
     schemas_dir: Path = Field(PROJECT_DIR / "schemas", description="Folder of versioned .avsc files.")
     topics_file: Path = Field(PROJECT_DIR / "topics.yaml", description="The topic declarations.")
+    ownership_file: Path = Field(
+        PROJECT_DIR / "ownership.yaml", description="Field owners, permitted writers, lifecycle steps, conflict policy."
+    )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "orderhub",
         description="Downloaded artefacts (Kafka jars). Outside git, safe to delete.",

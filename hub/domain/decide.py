@@ -1,0 +1,324 @@
+"""Deciding one proposal against one order's state: the hub's core rule, as a pure function.
+
+``decide(state, proposal, ...)`` returns a ``Decision``: the kind (created, applied, merged,
+resolved, parked, kept, rejected, duplicate), the new state, and the output records, each
+with a deterministic ``record_id`` so a replay re-creates the same records and consumers
+dedup by id. Nothing here knows about Kafka.
+
+The rules (../shared/DOMAIN.md):
+
+1. A proposal whose event id this order has already decided is a duplicate: no change.
+2. Field paths, values and permissions are checked first; any error rejects the proposal
+   whole, with every field-level error named. Nothing is ever half-applied.
+3. No order yet: only a CREATE by a permitted creator makes one (version 1, a new order
+   number), and only with the mandatory fields. An UPDATE to an unknown order is rejected.
+4. An existing order: ``base_version`` newer than the current version is rejected.
+   Fields the proposal changes that were also changed since ``base_version``, to another
+   value, are conflicts; the same value on both sides converges; the rest merges cleanly.
+   A CREATE for an order that exists (a race, or a retry with a new id) is merged as an
+   update from version 0, so it converges or conflicts but never makes a second order.
+5. Conflicts go by each field's policy: ``owner_wins`` (the owning system's value wins,
+   whichever side it is on; neither side the owner falls back to manual) or ``manual``.
+   One manual field parks the whole proposal for a person; nothing of it is applied.
+6. The lifecycle status is a state machine, not a value: a step is checked against the
+   current status and the writer's permitted steps, and never conflicts.
+7. Every accepted change makes version N+1, even one that changes nothing but confirms
+   the current values, so the audit trail shows every accepted proposal.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Callable
+
+from hub.domain import lifecycle
+from hub.domain.fields import (
+    DELETE_PATH, LINE_REQUIRED, STATUS_PATH, format_timestamp, kind_of, line_of, load_json,
+)
+from hub.domain.order import FieldState, OrderState, merge_refs
+from hub.domain.rules import MANUAL, Rules
+from hub.events import (
+    ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy, FieldConflict, FieldDiff,
+    FieldError, Instruction, OrderChange, OrderConflict, OrderRejection, OrderRelease, OrderSnapshot,
+    ProposalIntent, RejectionReason, ReleaseLine, Writer,
+)
+
+#: Fields an order may never lose once created (besides complete lines).
+MANDATORY = ("customer.id", "requested_delivery", "instructions")
+
+
+class DecisionKind(str, Enum):
+    """What became of one proposal."""
+
+    CREATED = "created"
+    APPLIED = "applied"
+    MERGED = "merged"
+    RESOLVED = "resolved"          # conflicts decided by owner_wins, the rest applied
+    CONFLICT_PARKED = "parked"     # a manual conflict: waits for a person, nothing applied
+    CONFLICT_KEPT = "kept"         # every conflict kept the current value; nothing else to apply
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of one proposal: the new state and the records to publish."""
+
+    kind: DecisionKind
+    state: OrderState
+    change: OrderChange | None = None
+    snapshot: OrderSnapshot | None = None
+    conflict: OrderConflict | None = None
+    rejection: OrderRejection | None = None
+    release: OrderRelease | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """True when the decision made a new version."""
+        return self.change is not None
+
+
+@dataclass(frozen=True)
+class _Error:
+    reason: RejectionReason
+    field: str | None
+    rule: str
+    message: str
+
+
+def decide(
+    state: OrderState | None,
+    proposal: ChangeProposal,
+    *,
+    order_id: str,
+    rules: Rules,
+    at: dt.datetime,
+    next_order_number: Callable[[], str],
+) -> Decision:
+    """Decide one proposal for the order ``order_id`` (see the module docstring for the rules)."""
+    state = state or OrderState(order_id=order_id)
+    if state.has_seen(proposal.event_id):
+        return Decision(DecisionKind.DUPLICATE, state)
+    changes, errors = _parse_changes(proposal)
+    system, role = proposal.source_system, proposal.actor.role
+    if not state.exists:
+        if proposal.intent != ProposalIntent.CREATE:
+            errors.insert(0, _Error(RejectionReason.UNKNOWN_ORDER, None, "order must exist",
+                                    f"no order {order_id}; only a CREATE proposal makes one"))
+        elif not rules.may_create(system, role):
+            errors.insert(0, _Error(RejectionReason.PERMISSION_DENIED, None, f"create: [{', '.join(rules.create)}]",
+                                    f"{system}:{role} may not create orders"))
+        errors += _permission_errors(rules, changes, "DRAFT", system, role)
+        if not errors:
+            errors += _completeness_errors(OrderState(order_id), changes, creating=True)
+        if errors:
+            return _reject(state, proposal, order_id, errors, at)
+        return _create(state, proposal, changes, at, next_order_number())
+
+    base = 0 if proposal.intent == ProposalIntent.CREATE else proposal.base_version
+    if base > state.version:
+        errors.insert(0, _Error(RejectionReason.BASE_VERSION_AHEAD, None, "base_version <= current version",
+                                f"base version {base} is newer than the order's version {state.version}"))
+    if state.status in lifecycle.FINAL:
+        errors.insert(0, _Error(RejectionReason.ORDER_CLOSED, None, "final status",
+                                f"order is {state.status}; it no longer changes"))
+    errors += _permission_errors(rules, changes, state.status, system, role)
+    if errors:
+        return _reject(state, proposal, order_id, errors, at)
+    return _update(state, proposal, changes, base, rules, at)
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _parse_changes(proposal: ChangeProposal) -> tuple[dict[str, str | None], list[_Error]]:
+    changes: dict[str, str | None] = {}
+    errors: list[_Error] = []
+    for change in proposal.changes:
+        path = change.field
+        if path == DELETE_PATH:
+            errors.append(_Error(RejectionReason.PERMISSION_DENIED, path, "no hard delete",
+                                 "orders are never deleted; cancel the order instead"))
+            continue
+        kind = kind_of(path)
+        if kind is None:
+            errors.append(_Error(RejectionReason.UNKNOWN_FIELD, path, "known field", f"the order has no field {path}"))
+        elif path in changes:
+            errors.append(_Error(RejectionReason.INVALID_VALUE, path, "one value per field", f"{path} is set twice"))
+        else:
+            try:
+                changes[path] = kind.canonical(change.value)
+            except ValueError as exc:
+                errors.append(_Error(RejectionReason.INVALID_VALUE, path, kind.name, f"{path}: {exc}"))
+    return changes, errors
+
+
+def _permission_errors(rules: Rules, changes: dict[str, str | None], status: str, system: str, role: str) -> list[_Error]:
+    errors = []
+    for path, value in changes.items():
+        if path == STATUS_PATH:
+            proposed = load_json(value)
+            if proposed is None:
+                errors.append(_Error(RejectionReason.INVALID_VALUE, path, "status is never empty", "status cannot be cleared"))
+            elif proposed != status and (why := rules.may_step(status, proposed, system, role)):
+                errors.append(_Error(RejectionReason.ILLEGAL_TRANSITION, path, why,
+                                     f"{system}:{role} may not move the order from {status} to {proposed}"))
+        elif why := rules.may_write(path, system, role):
+            errors.append(_Error(RejectionReason.PERMISSION_DENIED, path, why, f"{system}:{role} may not write {path}"))
+    return errors
+
+
+def _completeness_errors(state: OrderState, changes: dict[str, str | None], *, creating: bool) -> list[_Error]:
+    """Mandatory fields present and every touched line complete, as they would be after applying."""
+    def after(path: str) -> str | None:
+        return changes[path] if path in changes else state.value(path)
+
+    errors = []
+    for path in MANDATORY:
+        if (creating or path in changes) and after(path) in (None, "[]"):
+            errors.append(_Error(RejectionReason.MISSING_FIELD, path, "mandatory", f"{path} is mandatory"))
+    lines = {n for n in map(line_of, changes) if n is not None}
+    if creating and not lines:
+        errors.append(_Error(RejectionReason.MISSING_FIELD, "lines", "mandatory",
+                             "an order needs at least one line with material.id, quantity and unit"))
+    for n in sorted(lines):
+        for attr in LINE_REQUIRED:
+            if after(f"lines.{n}.{attr}") is None:
+                errors.append(_Error(RejectionReason.MISSING_FIELD, f"lines.{n}.{attr}", "mandatory",
+                                     f"line {n} needs {attr}"))
+    return errors
+
+
+# --- outcomes -------------------------------------------------------------------------
+
+
+def _create(state: OrderState, proposal: ChangeProposal, changes: dict[str, str | None],
+            at: dt.datetime, order_number: str) -> Decision:
+    when = format_timestamp(at)
+    system, actor = proposal.source_system, proposal.actor.id
+    fields = {p: FieldState(v, 1, system, actor) for p, v in changes.items() if v is not None}
+    created = replace(state, version=1, order_number=order_number, created_at=when, updated_at=when, fields=fields,
+                      external_refs=tuple(merge_refs((), proposal.external_refs))).remember(proposal.event_id)
+    diffs = [FieldDiff(field=p, before=None, after=v) for p, v in sorted(changes.items()) if v is not None]
+    return _accepted(DecisionKind.CREATED, ChangeOutcome.CREATED, state, created, proposal, diffs,
+                     list(created.external_refs), at)
+
+
+def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str | None], base: int,
+            rules: Rules, at: dt.datetime) -> Decision:
+    clean: dict[str, str | None] = {}
+    conflicts: list[FieldConflict] = []
+    for path, value in changes.items():
+        current = state.fields.get(path)
+        if value == (current.value if current else None):
+            continue  # converges: both sides want the same value
+        if path == STATUS_PATH or current is None or current.version <= base:
+            clean[path] = value
+            continue
+        conflict = _field_conflict(path, current, value, base, proposal, rules)
+        conflicts.append(conflict)
+        if conflict.outcome == ConflictOutcome.PROPOSED_WON:
+            clean[path] = value
+    if any(c.outcome == ConflictOutcome.PARKED for c in conflicts):
+        return _conflicted(DecisionKind.CONFLICT_PARKED, state, proposal, base, conflicts, None, at)
+
+    if errors := _completeness_errors(state, clean, creating=False):
+        return _reject(state, proposal, state.order_id, errors, at)
+    refs_added = merge_refs(state.external_refs, proposal.external_refs)
+    if conflicts and not clean and not refs_added:
+        return _conflicted(DecisionKind.CONFLICT_KEPT, state, proposal, base, conflicts, None, at)
+
+    version = state.version + 1
+    system, actor = proposal.source_system, proposal.actor.id
+    fields = dict(state.fields)
+    diffs = []
+    for path in sorted(clean):
+        previous = fields.get(path)
+        diffs.append(FieldDiff(field=path, before=previous.value if previous else None, after=clean[path]))
+        fields[path] = previous.changed(clean[path], version, system, actor) if previous \
+            else FieldState(clean[path], version, system, actor)
+    updated = replace(state, version=version, updated_at=format_timestamp(at), fields=fields,
+                      external_refs=(*state.external_refs, *refs_added)).remember(proposal.event_id)
+    if conflicts:
+        kind, outcome = DecisionKind.RESOLVED, ChangeOutcome.RESOLVED
+    elif base == state.version:
+        kind, outcome = DecisionKind.APPLIED, ChangeOutcome.APPLIED
+    else:
+        kind, outcome = DecisionKind.MERGED, ChangeOutcome.MERGED
+    decision = _accepted(kind, outcome, state, updated, proposal, diffs, refs_added, at)
+    if conflicts:
+        conflict = _conflicted(kind, state, proposal, base, conflicts, version, at).conflict
+        decision = replace(decision, conflict=conflict)
+    return decision
+
+
+def _field_conflict(path: str, current: FieldState, value: str | None, base: int,
+                    proposal: ChangeProposal, rules: Rules) -> FieldConflict:
+    owner = rules.owner(path)
+    if rules.policy(path) == MANUAL:
+        policy, outcome = ConflictPolicy.MANUAL, ConflictOutcome.PARKED
+    elif proposal.source_system == owner:
+        policy, outcome = ConflictPolicy.OWNER_WINS, ConflictOutcome.PROPOSED_WON
+    elif current.system == owner:
+        policy, outcome = ConflictPolicy.OWNER_WINS, ConflictOutcome.CURRENT_KEPT
+    else:  # neither side owns the field: a person decides
+        policy, outcome = ConflictPolicy.MANUAL, ConflictOutcome.PARKED
+    return FieldConflict(
+        field=path, base_value=current.value_at(base), current_value=current.value, proposed_value=value,
+        current_writer=Writer(source_system=current.system, actor_id=current.actor, version=current.version),
+        proposed_writer=Writer(source_system=proposal.source_system, actor_id=proposal.actor.id, version=base),
+        owner=owner, policy=policy, outcome=outcome,
+    )
+
+
+def _accepted(kind: DecisionKind, outcome: ChangeOutcome, before: OrderState, after: OrderState,
+              proposal: ChangeProposal, diffs: list[FieldDiff], refs_added: list, at: dt.datetime) -> Decision:
+    change = OrderChange(
+        record_id=f"{proposal.event_id}:change", event_id=proposal.event_id, order_id=after.order_id,
+        order_number=after.order_number, version=after.version, previous_version=before.version,
+        base_version=proposal.base_version, outcome=outcome, source_system=proposal.source_system,
+        actor=proposal.actor, occurred_at=proposal.occurred_at, accepted_at=at, diffs=diffs,
+        external_refs_added=refs_added,
+    )
+    snapshot = after.to_snapshot()
+    release = None
+    if before.status != "RELEASED" and after.status == "RELEASED":
+        release = _release(snapshot, proposal.event_id, at)
+    return Decision(kind, after, change=change, snapshot=snapshot, release=release)
+
+
+def _conflicted(kind: DecisionKind, state: OrderState, proposal: ChangeProposal, base: int,
+                conflicts: list[FieldConflict], resulting_version: int | None, at: dt.datetime) -> Decision:
+    conflict = OrderConflict(
+        record_id=f"{proposal.event_id}:conflict", event_id=proposal.event_id, order_id=state.order_id,
+        order_number=state.order_number, base_version=base, current_version=state.version, fields=conflicts,
+        parked=kind == DecisionKind.CONFLICT_PARKED, resulting_version=resulting_version, decided_at=at,
+        proposal=proposal,
+    )
+    return Decision(kind, state.remember(proposal.event_id), conflict=conflict)
+
+
+def _reject(state: OrderState, proposal: ChangeProposal, order_id: str, errors: list[_Error],
+            at: dt.datetime) -> Decision:
+    rejection = OrderRejection(
+        record_id=f"{proposal.event_id}:rejection", event_id=proposal.event_id, order_id=order_id,
+        reason=errors[0].reason,
+        errors=[FieldError(field=e.field, rule=e.rule, message=e.message) for e in errors],
+        current_version=state.version if state.exists else None, decided_at=at, proposal=proposal,
+    )
+    # Remember the id even for an order that does not exist: a replay must decide the same.
+    return Decision(DecisionKind.REJECTED, state.remember(proposal.event_id), rejection=rejection)
+
+
+def _release(snapshot: OrderSnapshot, event_id: str, at: dt.datetime) -> OrderRelease:
+    return OrderRelease(
+        record_id=f"{event_id}:release", event_id=event_id, order_id=snapshot.order_id,
+        order_number=snapshot.order_number, version=snapshot.version, priority=snapshot.priority,
+        requested_delivery=snapshot.requested_delivery, plant=snapshot.plant,
+        instructions=[Instruction(key=i.key, text=i.text) for i in snapshot.instructions],
+        lines=[ReleaseLine(line_no=line.line_no, material_id=line.material.id, material_revision=line.material.revision,
+                           quantity=line.quantity, unit=line.unit) for line in snapshot.lines],
+        released_at=at,
+    )

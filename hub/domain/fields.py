@@ -1,0 +1,209 @@
+"""The canonical order's fields: their paths, their types, and their canonical JSON.
+
+A proposal sets fields by path. Header fields have fixed paths (``customer.name``,
+``amounts.net``); line fields are ``lines.<line_no>.<attribute>`` (``lines.10.quantity``),
+and rules about them are written with a ``*`` for the line number (``lines.*.quantity``).
+
+Values travel as canonical JSON text: one spelling per value, so two writers who mean the
+same value write the same bytes and converge instead of conflicting. Decimals are JSON
+strings quantised to their scale (``"12.50"``), dates ``"2026-12-01"``, timestamps UTC with
+milliseconds (``"2026-12-01T08:00:00.000Z"``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable
+
+#: A proposal that "changes" this path asks for a hard delete, which nobody may do.
+DELETE_PATH = "deleted"
+STATUS_PATH = "status"
+_LINE_PATH = re.compile(r"^lines\.([1-9][0-9]{0,5})\.(.+)$")
+
+
+def canonical_json(value: Any) -> str | None:
+    """One spelling per value: sorted keys, no spaces, None stays None (clears the field)."""
+    if value is None:
+        return None
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def load_json(text: str | None) -> Any:
+    """Read a canonical JSON value back (decimals stay strings: parse them with their kind)."""
+    return None if text is None else json.loads(text)
+
+
+@dataclass(frozen=True)
+class FieldKind:
+    """A field type: ``normalise`` turns a JSON value into its canonical Python form or raises ValueError."""
+
+    name: str
+    normalise: Callable[[Any], Any]
+
+    def canonical(self, text: str | None) -> str | None:
+        """The canonical JSON of a proposed value; ValueError says why it is invalid."""
+        if text is None:
+            return None
+        try:
+            raw = json.loads(text, parse_float=Decimal)
+        except ValueError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        return canonical_json(self.normalise(raw))
+
+
+def _text(max_len: int = 500) -> Callable[[Any], str]:
+    def normalise(raw: Any) -> str:
+        if not isinstance(raw, str) or not raw.strip():
+            raise ValueError("expected a non-empty string")
+        if len(raw) > max_len:
+            raise ValueError(f"longer than {max_len} characters")
+        return raw.strip()
+    return normalise
+
+
+def _decimal(scale: int, minimum: Decimal | None = None, *, exclusive: bool = False) -> Callable[[Any], str]:
+    quantum = Decimal(1).scaleb(-scale)
+
+    def normalise(raw: Any) -> str:
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
+            raise ValueError("expected a decimal number (a JSON string like \"12.50\")")
+        try:
+            value = Decimal(str(raw)).quantize(quantum)
+        except InvalidOperation:
+            raise ValueError(f"not a decimal with at most {scale} places: {raw!r}") from None
+        if not value.is_finite() or len(value.as_tuple().digits) > 18:
+            raise ValueError(f"out of range: {raw!r}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            raise ValueError(f"must be {'>' if exclusive else '>='} {minimum}")
+        return str(value)
+    return normalise
+
+
+def _date(raw: Any) -> str:
+    try:
+        return dt.date.fromisoformat(raw).isoformat()
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an ISO date like 2026-12-01, got {raw!r}") from None
+
+
+def _timestamp(raw: Any) -> str:
+    try:
+        value = dt.datetime.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an ISO timestamp with zone, got {raw!r}") from None
+    if value.tzinfo is None:
+        raise ValueError(f"timestamp {raw!r} has no time zone")
+    return format_timestamp(value)
+
+
+def format_timestamp(value: dt.datetime) -> str:
+    """A timestamp as canonical text: UTC, milliseconds, ``Z``."""
+    value = value.astimezone(dt.timezone.utc)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def _int16(raw: Any) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int) or not -32768 <= raw <= 32767:
+        raise ValueError("expected an integer from -32768 to 32767 (ISA-95 Int16 priority)")
+    return raw
+
+
+def _bool(raw: Any) -> bool:
+    if not isinstance(raw, bool):
+        raise ValueError("expected true or false")
+    return raw
+
+
+def _pattern(regex: str, hint: str) -> Callable[[Any], str]:
+    compiled = re.compile(regex)
+
+    def normalise(raw: Any) -> str:
+        if not isinstance(raw, str) or not compiled.fullmatch(raw.strip().upper()):
+            raise ValueError(f"expected {hint}, got {raw!r}")
+        return raw.strip().upper()
+    return normalise
+
+
+def _text_list(raw: Any) -> list[str]:
+    if not isinstance(raw, list):
+        raise ValueError("expected a list of strings")
+    return [_text()(item) for item in raw]
+
+
+def _instructions(raw: Any) -> list[dict[str, str | None]]:
+    if not isinstance(raw, list):
+        raise ValueError("expected a list of {key, text} objects")
+    result = []
+    for item in raw:
+        if isinstance(item, str):
+            item = {"key": None, "text": item}
+        if not isinstance(item, dict) or set(item) - {"key", "text"} or "text" not in item:
+            raise ValueError("each instruction is {\"key\": ..., \"text\": ...} or a string")
+        key = item.get("key")
+        result.append({"key": None if key is None else _text(100)(key), "text": _text(2000)(item["text"])})
+    return result
+
+
+def _status(raw: Any) -> str:
+    from hub.domain.lifecycle import LIFECYCLE
+
+    if raw not in LIFECYCLE:
+        raise ValueError(f"expected one of {', '.join(LIFECYCLE)}, got {raw!r}")
+    return raw
+
+
+TEXT = FieldKind("text", _text())
+MONEY = FieldKind("decimal(18,2)", _decimal(2))
+PRICE = FieldKind("decimal(18,4) >= 0", _decimal(4, Decimal(0)))
+QUANTITY = FieldKind("decimal(18,3) > 0", _decimal(3, Decimal(0), exclusive=True))
+COUNT = FieldKind("decimal(18,3) >= 0", _decimal(3, Decimal(0)))
+DATE = FieldKind("date", _date)
+TIMESTAMP = FieldKind("timestamp", _timestamp)
+PRIORITY = FieldKind("int16", _int16)
+FLAG = FieldKind("boolean", _bool)
+CURRENCY = FieldKind("ISO 4217 code", _pattern(r"[A-Z]{3}", "a 3-letter ISO 4217 code like EUR"))
+UNIT = FieldKind("UN/ECE Rec 20 code", _pattern(r"[A-Z0-9]{2,3}", "a UN/ECE Rec 20 unit code like C62 or KGM"))
+TEXT_LIST = FieldKind("list of text", _text_list)
+INSTRUCTIONS = FieldKind("instructions", _instructions)
+STATUS = FieldKind("lifecycle status", _status)
+
+HEADER_FIELDS: dict[str, FieldKind] = {
+    "customer.id": TEXT, "customer.name": TEXT, "contact": TEXT, "sales_owner": TEXT,
+    "customer_po_number": TEXT, "currency": CURRENCY,
+    "amounts.net": MONEY, "amounts.tax": MONEY, "amounts.gross": MONEY, "amounts.crm_expected": MONEY,
+    "requested_delivery": DATE, "promised_delivery": DATE,
+    "planned_start": TIMESTAMP, "planned_end": TIMESTAMP, "actual_start": TIMESTAMP, "actual_end": TIMESTAMP,
+    "priority": PRIORITY, "terms": TEXT, "plant": TEXT, "credit_status": TEXT,
+    "instructions": INSTRUCTIONS, STATUS_PATH: STATUS, "on_hold": FLAG, "hold_reasons": TEXT_LIST,
+}
+LINE_FIELDS: dict[str, FieldKind] = {
+    "material.id": TEXT, "material.revision": TEXT, "quantity": QUANTITY, "unit": UNIT, "raw_unit": TEXT,
+    "unit_price": PRICE, "confirmed_date": DATE, "confirmed_quantity": COUNT,
+    "good_quantity": COUNT, "scrap_quantity": COUNT,
+}
+#: What a line needs before it exists.
+LINE_REQUIRED = ("material.id", "quantity", "unit")
+
+
+def rule_path(path: str) -> str:
+    """The path rules are written for: line numbers become ``*`` (``lines.10.unit`` -> ``lines.*.unit``)."""
+    match = _LINE_PATH.match(path)
+    return f"lines.*.{match.group(2)}" if match else path
+
+
+def line_of(path: str) -> int | None:
+    """The line number a line path is about, or None for a header path."""
+    match = _LINE_PATH.match(path)
+    return int(match.group(1)) if match else None
+
+
+def kind_of(path: str) -> FieldKind | None:
+    """The type of a field path, or None when the canonical order has no such field."""
+    match = _LINE_PATH.match(path)
+    if match:
+        return LINE_FIELDS.get(match.group(2))
+    return HEADER_FIELDS.get(path)

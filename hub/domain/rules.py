@@ -1,0 +1,124 @@
+"""Ownership and permissions, read from ownership.yaml into plain values.
+
+Every answer that refuses carries the rule that refused, in words a person can find in
+the file (``fields.amounts.net: owner ERP, writers []``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hub.domain import lifecycle
+from hub.domain.fields import HEADER_FIELDS, LINE_FIELDS, STATUS_PATH, rule_path
+from hub.errors import ConfigError
+
+OWNER_WINS = "owner_wins"
+MANUAL = "manual"
+
+
+def writer_matches(spec: str, system: str, role: str) -> bool:
+    """True when a writer spec (``SYSTEM`` or ``SYSTEM:role``) covers this system and role."""
+    spec_system, _, spec_role = spec.partition(":")
+    return spec_system == system and (not spec_role or spec_role == role)
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """Who owns one field and who else may write it."""
+
+    owner: str
+    writers: tuple[str, ...] = ()
+
+    def allows(self, system: str, role: str) -> bool:
+        """The owner system (any role) and the listed writers may write the field."""
+        return system == self.owner or any(writer_matches(w, system, role) for w in self.writers)
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The whole ownership file, validated against the canonical order's fields."""
+
+    fields: dict[str, FieldRule]
+    create: tuple[str, ...]
+    steps: dict[str, frozenset[tuple[str, str]]]
+    cancel: tuple[str, ...]
+    status_owner: str = "HUB"
+    default_policy: str = OWNER_WINS
+    policies: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "Rules":
+        """Read ownership.yaml; ConfigError names any field, step or policy that is wrong."""
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+            rules = cls(
+                fields={name: FieldRule(spec["owner"], tuple(spec.get("writers", ())))
+                        for name, spec in doc["fields"].items()},
+                create=tuple(doc["create"]),
+                steps={writer: frozenset(tuple(step.split(">")) for step in steps)
+                       for writer, steps in doc["status"]["steps"].items()},
+                cancel=tuple(doc["status"]["cancel"]),
+                status_owner=doc["status"]["owner"],
+                default_policy=doc["conflicts"]["default"],
+                policies=dict(doc["conflicts"].get("fields", {})),
+            )
+        except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+            raise ConfigError(f"{path}: cannot read ownership rules: {exc!r}") from exc
+        rules.validate(path)
+        return rules
+
+    def validate(self, source: Path | str = "ownership rules") -> None:
+        """Every canonical field has a rule, and every rule, step and policy names something real."""
+        known = {p for p in HEADER_FIELDS if p != STATUS_PATH} | {f"lines.*.{a}" for a in LINE_FIELDS}
+        if missing := sorted(known - set(self.fields)):
+            raise ConfigError(f"{source}: fields without an owner: {', '.join(missing)}")
+        if unknown := sorted(set(self.fields) - known):
+            raise ConfigError(f"{source}: rules for fields the order does not have: {', '.join(unknown)}")
+        for writer, steps in self.steps.items():
+            for step in steps:
+                if len(step) != 2 or not lifecycle.is_step(*step) or lifecycle.CANCELLED in step:
+                    raise ConfigError(f"{source}: status.steps.{writer}: {'>'.join(step)} is not a lifecycle step")
+        for name, policy in {**self.policies, "default": self.default_policy}.items():
+            if policy not in (OWNER_WINS, MANUAL):
+                raise ConfigError(f"{source}: conflicts.{name}: {policy!r} is neither {OWNER_WINS} nor {MANUAL}")
+
+    def rule_for(self, path: str) -> FieldRule:
+        """The rule of a field path (line numbers generalised to ``*``)."""
+        if path == STATUS_PATH:
+            return FieldRule(self.status_owner)
+        return self.fields[rule_path(path)]
+
+    def owner(self, path: str) -> str:
+        """The system authoritative for a field."""
+        return self.rule_for(path).owner
+
+    def may_create(self, system: str, role: str) -> bool:
+        """Whether this writer may create orders."""
+        return any(writer_matches(w, system, role) for w in self.create)
+
+    def may_write(self, path: str, system: str, role: str) -> str | None:
+        """None when allowed; otherwise the rule that refuses, in the file's words."""
+        rule = self.rule_for(path)
+        if rule.allows(system, role):
+            return None
+        return f"fields.{rule_path(path)}: owner {rule.owner}, writers [{', '.join(rule.writers)}]"
+
+    def may_step(self, current: str, proposed: str, system: str, role: str) -> str | None:
+        """None when this writer may move the order from ``current`` to ``proposed``; else why not."""
+        if not lifecycle.is_step(current, proposed):
+            return f"lifecycle: {current} -> {proposed} is not a lifecycle step"
+        if proposed == lifecycle.CANCELLED:
+            if any(writer_matches(w, system, role) for w in self.cancel):
+                return None
+            return f"status.cancel: only [{', '.join(self.cancel)}] may cancel"
+        allowed = [w for w, steps in self.steps.items() if (current, proposed) in steps]
+        if any(writer_matches(w, system, role) for w in allowed):
+            return None
+        return f"status.steps: {current}>{proposed} is allowed for [{', '.join(allowed)}] only"
+
+    def policy(self, path: str) -> str:
+        """The conflict policy of a field: owner_wins or manual."""
+        return self.policies.get(rule_path(path), self.default_policy)
