@@ -58,6 +58,18 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the read model. Unset: a SQLite file in state_dir."
     )
 
+    worker_name: str = Field(
+        "worker-0", description="Names this worker's local state folder; give each worker on one host its own."
+    )
+    commit_interval_s: float = Field(2.8, description="How often a worker commits input offsets.")
+    session_timeout_s: float = Field(
+        30.0, description="Consumer group session timeout: how long a dead worker keeps its partitions."
+    )
+    heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval.")
+    project_read_model: bool = Field(
+        True, description="Whether the worker also projects accepted changes into the SQL read model."
+    )
+
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -249,7 +249,8 @@ async def apply(settings: Settings, declared: list[TopicDeclaration]) -> list[st
     try:
         if todo.creates:
             response = await admin.create_topics([
-                NewTopic(d.name, d.partitions, d.effective_replication(brokers), d.desired_configs(brokers))
+                NewTopic(d.name, num_partitions=d.partitions, replication_factor=d.effective_replication(brokers),
+                         topic_configs=d.desired_configs(brokers))
                 for d in todo.creates
             ])
             _raise_errors(response.to_object()["topic_errors"], "create")
@@ -269,8 +270,9 @@ async def apply(settings: Settings, declared: list[TopicDeclaration]) -> list[st
     finally:
         await admin.close()
     await _record_declarations(settings, todo.key_records)
-    notes = [f"replication factor of {d.name} capped to {brokers} (cluster has {brokers} broker(s))"
-             for d in todo.creates if d.replication_factor > brokers]
+    capped = [d.name for d in todo.creates if d.replication_factor > brokers]
+    notes = [f"replication factor capped to {brokers} for {len(capped)} new topic(s): the cluster has "
+             f"{brokers} broker(s)"] if capped else []
     return [f"applied: {line}" for line in todo.describe()] + notes
 
 

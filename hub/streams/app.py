@@ -1,0 +1,151 @@
+"""The faust app: topics, tables and agents wired over ``hub.streams.core``.
+
+Three agents, all at least once (faust's default processing guarantee):
+
+- ``resolve``: proposals in -> the hub order id they are about -> re-keyed by it.
+- ``link``: reference links the engine emits -> the ``references`` table the resolver reads.
+- ``decide``: proposals by order -> the ``orders`` table -> changes, state, conflicts,
+  rejections, releases, reference links.
+
+And, unless ``ORDERHUB_PROJECT_READ_MODEL=false``, three projector agents that upsert
+snapshots, changes and conflicts into the SQL read model in batches.
+
+Nothing happens at import time: ``create_app`` builds everything from settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any, Callable
+
+import faust
+from faust.types import EventT
+
+from hub.domain.rules import Rules
+from hub.errors import UndecodableRecord
+from hub.events import OrderChange, OrderConflict, OrderSnapshot
+from hub.serde.store import SchemaStore
+from hub.serde.wire import AvroCodec, registry_from_settings
+from hub.settings import Settings
+from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
+
+APP_ID = "orderhub-engine"
+#: Every topic the engine uses has this many partitions (topics.yaml); tables follow.
+PARTITIONS = 6
+#: Projector batches: at most this many records, or what arrived within this many seconds.
+PROJECT_BATCH, PROJECT_WITHIN_S = 500, 1.0
+
+_RAW = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _inbound(event: EventT) -> Inbound:
+    message = event.message
+    return Inbound(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
+                   message.key, message.value)
+
+
+def create_app(settings: Settings, topics: TopicNames = TopicNames()) -> faust.App:
+    """Build the engine's faust app from settings."""
+    datadir = settings.state_dir / "faust" / settings.worker_name
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        APP_ID,
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
+        store="rocksdb://",
+        datadir=str(datadir),
+        topic_partitions=PARTITIONS,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=settings.commit_interval_s,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        producer_acks=-1,
+        web_enabled=False,
+        table_standby_replicas=0,
+    )
+    codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
+    engine = Engine(codec, Rules.load(settings.ownership_file), topics)
+    # bytes keys and values: faust picks its raw codec; the engine owns the encoding.
+    orders = app.Table("orders", default=None, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
+    references = app.Table("references", default=None, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
+    outputs = {name: app.topic(name, **_RAW) for name in (
+        topics.by_order, topics.changes, topics.state, topics.conflicts, topics.rejections,
+        topics.releases, topics.ref_links, topics.dead_letters)}
+
+    async def publish(records: list[Outbound], timestamp: float) -> None:
+        for record in records:
+            await outputs[record.topic].send(key=record.key, value=record.value,
+                                             headers=list(record.headers), timestamp=timestamp)
+
+    def guarded(stage: str, work: Callable[[Inbound], list[Outbound]]):
+        """Run one record's work; a failure sends the record to the dead-letter topic and goes on."""
+        async def agent(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                record = _inbound(event)
+                try:
+                    results = work(record)
+                except Exception as exc:  # a bug must not stop the partition: park the record
+                    app.log.exception("%s failed on %s[%s]@%s", stage, record.topic, record.partition, record.offset)
+                    results = [dead_letter(topics, record, stage, exc)]
+                await publish(results, event.message.timestamp)
+        agent.__name__ = agent.__qualname__ = stage
+        return agent
+
+    def committed(record: Inbound) -> int | None:
+        # faust keeps the last committed offset per partition; a replay starts there.
+        for tp, offset in app.consumer._committed_offset.items():
+            if tp.topic == record.topic and tp.partition == record.partition:
+                return offset
+        return None
+
+    app.agent(app.topic(topics.proposals, **_RAW), name="resolve")(
+        guarded("resolve", lambda r: engine.resolve(r, references)))
+    app.agent(app.topic(topics.ref_links, **_RAW), name="link")(
+        guarded("link", lambda r: engine.link_reference(r, references) or []))
+    app.agent(app.topic(topics.by_order, **_RAW), name="decide")(
+        guarded("decide", lambda r: engine.decide(r, orders, committed(r))))
+
+    if settings.project_read_model:
+        _add_projector(app, settings, codec, topics)
+    return app
+
+
+def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics: TopicNames) -> None:
+    """Agents that upsert snapshots, changes and conflicts into the SQL read model, in batches."""
+    from hub.readmodel import ReadModel
+
+    model = ReadModel(settings.read_model_url)
+    model.create_schema()
+
+    def projector(topic: str, schema: str, event_type: Any, write: Callable[[list[Any]], None]):
+        async def project(stream: faust.StreamT) -> None:
+            async for batch in stream.take_events(PROJECT_BATCH, within=PROJECT_WITHIN_S):
+                items, dead = [], []
+                for event in batch:
+                    record = _inbound(event)
+                    try:
+                        items.append(event_type.from_avro(codec.decode(
+                            record.value, schema, topic=record.topic, partition=record.partition,
+                            offset=record.offset).value))
+                    except (UndecodableRecord, ValueError) as exc:
+                        dead.append(dead_letter(topics, record, f"project:{schema}", exc))
+                # SQL is blocking: keep it off the event loop so the engine agents keep running.
+                await asyncio.to_thread(write, items)
+                for record in dead:
+                    await app.topic(topics.dead_letters, **_RAW).send(
+                        key=record.key, value=record.value, headers=list(record.headers))
+        project.__name__ = project.__qualname__ = f"project_{schema}"
+        app.agent(app.topic(topic, **_RAW), name=f"project_{schema}")(project)
+
+    projector(topics.state, "order_snapshot", OrderSnapshot, model.project_snapshots)
+    projector(topics.changes, "order_change", OrderChange, model.project_changes)
+    projector(topics.conflicts, "order_conflict", OrderConflict, model.project_conflicts)
+
+
+def run_worker(settings: Settings, extra_argv: list[str] | None = None) -> int:
+    """Run the engine as a faust worker in this process until it is stopped."""
+    app = create_app(settings)
+    sys.argv = ["orderhub", "worker", "--loglevel", settings.log_level.lower(), *(extra_argv or [])]
+    app.main()
+    return 0

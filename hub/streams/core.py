@@ -1,0 +1,211 @@
+"""The engine's work per record, independent of the stream framework.
+
+The faust agents (``hub.streams.app``) and the benchmark's bare aiokafka loop both call
+these functions, so what is measured is the same work. Each takes the raw record and a
+mutable mapping for state (a faust Table, or a dict), and returns the records to publish.
+
+Crash safety, at least once:
+
+1. The whole engine state of an order, dedup evidence included, is one table value, written
+   once per proposal. faust flushes the changelog before it commits input offsets, so after
+   a crash the input is replayed against state that may already contain its effects.
+2. A replayed proposal is recognised by its event id in that state and changes nothing.
+3. Its outputs may have been lost in flight, so the state also keeps the encoded outputs of
+   the proposals decided since the input offset last committed (the only ones a replay can
+   meet again) and re-publishes them byte for byte. Every output carries a deterministic
+   record id; consumers dedup by it.
+4. The decision time is the input record's timestamp, so a replay decides identically.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any, MutableMapping
+
+from hub.domain.decide import Decision, DecisionKind, decide
+from hub.domain.order import OrderState
+from hub.domain.rules import Rules
+from hub.errors import UndecodableRecord
+from hub.events import ChangeProposal, FieldError, OrderRejection, RejectionReason
+from hub.serde.wire import AvroCodec
+
+#: Namespace of order ids derived from the external reference that created the order.
+ORDER_ID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f0e-9a57-0b7c2f4d9e10")
+#: Hard cap on the re-publishable outputs kept per order (normally far fewer are kept).
+OUTBOX_LIMIT = 64
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The topics the engine reads and writes (defaults as declared in topics.yaml)."""
+
+    proposals: str = "orderhub.order.proposals.v1"
+    by_order: str = "orderhub.order.proposals-by-order.v1"
+    changes: str = "orderhub.order.changes.v1"
+    state: str = "orderhub.order.state.v1"
+    conflicts: str = "orderhub.order.conflicts.v1"
+    rejections: str = "orderhub.order.rejections.v1"
+    releases: str = "orderhub.order.releases.v1"
+    ref_links: str = "orderhub.order.ref-links.v1"
+    dead_letters: str = "orderhub.deadletter.v1"
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One record to publish."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """Where a record was read from: what a dead letter and a decision need to know."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes
+
+    @property
+    def at(self) -> dt.datetime:
+        """The record's timestamp: the decision time, identical on replay."""
+        return dt.datetime.fromtimestamp(self.timestamp_ms / 1000, dt.timezone.utc)
+
+
+def order_id_for_reference(reference_key: str) -> str:
+    """The order id an external reference creates: the same on every redelivery and race."""
+    return str(uuid.uuid5(ORDER_ID_NAMESPACE, reference_key))
+
+
+def dead_letter(topics: TopicNames, record: Inbound, stage: str, error: BaseException) -> Outbound:
+    """The record, byte for byte, for the dead-letter topic, with why in Kafka-Connect-style headers."""
+    message = str(error)
+    headers = (
+        ("__orderhub.errors.topic", record.topic.encode()),
+        ("__orderhub.errors.partition", str(record.partition).encode()),
+        ("__orderhub.errors.offset", str(record.offset).encode()),
+        ("__orderhub.errors.stage", stage.encode()),
+        ("__orderhub.errors.exception.class.name", f"{type(error).__module__}.{type(error).__qualname__}".encode()),
+        ("__orderhub.errors.exception.message", message[:4000].encode()),
+    )
+    return Outbound(topics.dead_letters, record.key, record.value, headers)
+
+
+class Engine:
+    """Resolves references and decides proposals; encodes every output once."""
+
+    def __init__(self, codec: AvroCodec, rules: Rules, topics: TopicNames = TopicNames()) -> None:
+        self.codec = codec
+        self.rules = rules
+        self.topics = topics
+
+    # --- stage 1: resolve the order a proposal is about and re-key by it -----------------
+
+    def resolve(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> list[Outbound]:
+        """Forward a proposal keyed by its hub order id (the bytes unchanged), or explain why not."""
+        try:
+            proposal = self._proposal(record)
+        except UndecodableRecord as exc:
+            return [dead_letter(self.topics, record, "resolve", exc)]
+        ref = proposal.order_ref
+        if ref.order_id:
+            order_id = ref.order_id
+        elif ref.external is not None:
+            linked = references.get(ref.external.key.encode())
+            order_id = linked.decode() if linked else order_id_for_reference(ref.external.key)
+        else:
+            rejection = OrderRejection(
+                record_id=f"{proposal.event_id}:rejection", event_id=proposal.event_id, order_id=None,
+                reason=RejectionReason.UNKNOWN_ORDER,
+                errors=[FieldError(field="order_ref", rule="order_ref names the order",
+                                   message="order_ref has neither order_id nor an external reference")],
+                decided_at=record.at, proposal=proposal,
+            )
+            return [self._out(self.topics.rejections, record.key, rejection)]
+        return [Outbound(self.topics.by_order, order_id.encode(), record.value)]
+
+    def link_reference(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> None:
+        """Remember which order an external reference belongs to (key: reference, value: order id)."""
+        if record.key is not None and record.value:
+            references[record.key] = record.value
+
+    # --- stage 2: decide -----------------------------------------------------------------
+
+    def decide(self, record: Inbound, table: MutableMapping[bytes, bytes], committed_offset: int | None) -> list[Outbound]:
+        """Decide one proposal against its order's state; write the state once; return the outputs."""
+        try:
+            proposal = self._proposal(record)
+        except UndecodableRecord as exc:
+            return [dead_letter(self.topics, record, "decide", exc)]
+        key = record.key or b""
+        stored = table.get(key)
+        entry = json.loads(stored) if stored else None
+        state = OrderState.from_dict(entry["state"]) if entry else None
+        decision = decide(state, proposal, order_id=key.decode(), rules=self.rules, at=record.at,
+                          next_order_number=lambda: self._next_order_number(table, record))
+        if decision.kind == DecisionKind.DUPLICATE:
+            return self._replay(entry, proposal.event_id, decision.state) if entry else []
+        outputs = self._outputs(decision, key)
+        # Keep what a replay could meet again: outputs decided at or after the committed offset.
+        outbox = [item for item in (entry or {}).get("out", [])
+                  if committed_offset is None or item[1] >= committed_offset][-(OUTBOX_LIMIT - 1):]
+        made_version = decision.state.version if decision.accepted else None
+        outbox.append([proposal.event_id, record.offset, made_version,
+                       [[o.topic, base64.b64encode(o.value).decode()] for o in outputs if o.topic != self.topics.state]])
+        table[key] = json.dumps({"state": decision.state.to_dict(), "out": outbox}, separators=(",", ":")).encode()
+        return outputs
+
+    def _replay(self, entry: dict[str, Any], event_id: str, state: OrderState) -> list[Outbound]:
+        for decided_id, _offset, version, records in entry.get("out", []):
+            if decided_id == event_id:
+                key = state.order_id.encode()
+                outputs = [Outbound(topic, key, base64.b64decode(value)) for topic, value in records]
+                if version is not None and version == state.version:
+                    # The state topic keeps only the latest: re-send it only from the proposal that made it.
+                    outputs.append(self._out(self.topics.state, key, state.to_snapshot()))
+                return outputs
+        return []  # decided long ago: its outputs were committed, nothing can be missing
+
+    def _outputs(self, decision: Decision, key: bytes) -> list[Outbound]:
+        outputs = []
+        if decision.change is not None:
+            outputs.append(self._out(self.topics.changes, key, decision.change))
+            outputs += [Outbound(self.topics.ref_links, ref.key.encode(), key) for ref in decision.change.external_refs_added]
+        if decision.conflict is not None:
+            outputs.append(self._out(self.topics.conflicts, key, decision.conflict))
+        if decision.rejection is not None:
+            outputs.append(self._out(self.topics.rejections, key, decision.rejection))
+        if decision.release is not None:
+            outputs.append(self._out(self.topics.releases, key, decision.release))
+        if decision.snapshot is not None:
+            outputs.append(self._out(self.topics.state, key, decision.snapshot))
+        return outputs
+
+    def _next_order_number(self, table: MutableMapping[bytes, bytes], record: Inbound) -> str:
+        # One counter per input partition: an order's partition never changes, and partitions
+        # are disjoint, so numbers are unique without any coordination between workers.
+        key = f"__order_number_sequence__:{record.partition}".encode()
+        sequence = int(table.get(key) or b"0") + 1
+        table[key] = str(sequence).encode()
+        return f"ORD-{record.at.year}-{record.partition:02d}{sequence:06d}"
+
+    def _proposal(self, record: Inbound) -> ChangeProposal:
+        decoded = self.codec.decode(record.value, "change_proposal", topic=record.topic,
+                                    partition=record.partition, offset=record.offset)
+        try:
+            return ChangeProposal.from_avro(decoded.value)
+        except ValueError as exc:
+            raise UndecodableRecord(f"not a valid change proposal: {exc}").at(
+                record.topic, record.partition, record.offset) from exc
+
+    def _out(self, topic: str, key: bytes | None, event: Any) -> Outbound:
+        return Outbound(topic, key, self.codec.encode(event.schema_name, event.to_avro()))
