@@ -1,0 +1,103 @@
+"""The read model contract on a real PostgreSQL, and the local server's lifecycle.
+
+Set ``ORDERHUB_TEST_POSTGRES_URL`` (``postgresql+psycopg://user@host:port/db``) to use an
+existing, disposable database; otherwise the session starts one with ``hub.localpg``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub import localpg
+from hub.errors import ConfigError
+from hub.readmodel import ReadModel, metadata
+from hub.settings import Settings
+from tests.factories import make_change
+from tests.unit.test_readmodel import ReadModelContract
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_state_dir() -> Path:
+    """A fresh state folder the postgres user can reach when the tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix="orderhub-pg-"))
+    path.chmod(0o755)  # pytest's own tmp folders are closed to other users
+    return path
+
+
+def process_runs(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def require_local_binaries() -> None:
+    """Fail, saying how to install them, when no PostgreSQL server binaries are installed.
+
+    PostgreSQL is a core backend of the read model: CI installs it, so it is never skipped.
+    """
+    localpg.bindir()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """ORDERHUB_TEST_POSTGRES_URL, or a local server started for this session and stopped after it."""
+    if url := os.environ.get("ORDERHUB_TEST_POSTGRES_URL"):
+        yield url
+        return
+    require_local_binaries()
+    settings = Settings(state_dir=local_state_dir())
+    try:
+        yield localpg.up(settings, port=free_port())
+    finally:
+        localpg.down(settings)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+class TestPostgresReadModel(ReadModelContract):
+    """The contract on PostgreSQL, each test on freshly created tables."""
+
+    @pytest.fixture
+    def readmodel(self, postgres_url: str) -> Iterator[ReadModel]:
+        model = ReadModel(postgres_url)
+        metadata.drop_all(model.engine)
+        model.create_schema()
+        yield model
+        model.close()
+
+
+def test_local_server_lifecycle() -> None:
+    """up() is idempotent and serves the orderhub database, and down() leaves no server process."""
+    require_local_binaries()
+    settings = Settings(state_dir=local_state_dir())
+    try:
+        url = localpg.up(settings, port=free_port())
+        pid = localpg.status(settings).pid
+        assert localpg.up(settings) == url and localpg.status(settings).pid == pid
+        model = ReadModel(url)
+        model.create_schema()
+        model.project_changes([make_change("O-1", 1)])
+        assert model.versions("O-1") == [1]
+        model.close()
+        assert localpg.down(settings) == [pid]
+        assert not process_runs(pid) and not localpg.status(settings).running
+        assert localpg.down(settings) == []
+    finally:
+        localpg.down(settings)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
