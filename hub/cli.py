@@ -35,7 +35,7 @@ def _topics(args: argparse.Namespace) -> int:
     from hub import topics
 
     settings = get_settings()
-    declared = topics.load_declarations(settings.topics_file)
+    declared = topics.load_declarations(settings.topics_file, settings.schemas_dir, settings.topic_namespace)
     if args.action == "apply":
         changes = asyncio.run(topics.apply(settings, declared))
         print("\n".join(changes) if changes else "topics are as declared; nothing to do")

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         description="Local broker data, PID files, worker state and the default SQLite file.",
     )
 
+    topic_namespace: str = Field(
+        "",
+        description="Prefix of every topic name and of the engine's consumer group, e.g. 'staging.': "
+        "several isolated hubs (or test runs) share one cluster.",
+    )
+
     kafka_version: str = Field("4.4.0", description="Apache Kafka version of the local broker.")
     local_kafka_port: int = Field(
         9092, description="Client port of the single local broker; a 3-node cluster uses port+10000 upwards."

@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 from hub.errors import TopicDeclarationError
 from hub.settings import Settings
 
-#: The topic where ``apply`` records each topic's applied key and value schema.
+#: The topic where ``apply`` records each topic's applied key and value schema (namespace-prefixed).
 DECLARATIONS_TOPIC = "_orderhub.topic-declarations"
 #: Schemas that are not Avro folders in schemas/.
 PRIMITIVE_SCHEMAS = frozenset({"string", "bytes"})
@@ -108,8 +108,11 @@ class Plan:
         return lines + [f"refused: {r}" for r in self.refusals]
 
 
-def load_declarations(path: Path, schemas_dir: Path | None = None) -> list[TopicDeclaration]:
-    """Read and validate topics.yaml; raise TopicDeclarationError naming what is wrong."""
+def load_declarations(path: Path, schemas_dir: Path | None = None, namespace: str = "") -> list[TopicDeclaration]:
+    """Read and validate topics.yaml; raise TopicDeclarationError naming what is wrong.
+
+    ``namespace`` prefixes every topic name (and dead-letter reference).
+    """
     try:
         document = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -121,7 +124,7 @@ def load_declarations(path: Path, schemas_dir: Path | None = None) -> list[Topic
         try:
             configs = {**defaults.get("configs", {}), **raw.get("configs", {})}
             declarations.append(TopicDeclaration(
-                name=raw["name"],
+                name=namespace + raw["name"],
                 purpose=raw["purpose"],
                 partitions=int(raw["partitions"]),
                 replication_factor=int(raw.get("replication_factor", defaults.get("replication_factor", 1))),
@@ -131,7 +134,7 @@ def load_declarations(path: Path, schemas_dir: Path | None = None) -> list[Topic
                 value_schema=raw["value"]["schema"],
                 producers=tuple(raw["producers"]),
                 consumers=tuple(raw["consumers"]),
-                dead_letter=raw["dead_letter"],
+                dead_letter=raw["dead_letter"] and namespace + raw["dead_letter"],
                 configs={str(k): str(v) for k, v in configs.items()},
             ))
         except (KeyError, TypeError, ValueError) as exc:
@@ -192,7 +195,7 @@ async def _recorded_key_schemas(settings: Settings) -> dict[str, str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        tp = TopicPartition(DECLARATIONS_TOPIC, 0)
+        tp = TopicPartition(settings.topic_namespace + DECLARATIONS_TOPIC, 0)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
@@ -225,7 +228,7 @@ async def observe(settings: Settings, names: list[str]) -> tuple[dict[str, Obser
                 }
     finally:
         await admin.close()
-    keys = await _recorded_key_schemas(settings) if DECLARATIONS_TOPIC in existing else {}
+    keys = await _recorded_key_schemas(settings) if settings.topic_namespace + DECLARATIONS_TOPIC in existing else {}
     observed = {
         name: ObservedTopic(
             name=name,
@@ -290,7 +293,8 @@ async def _record_declarations(settings: Settings, declarations: tuple[TopicDecl
     try:
         for d in declarations:
             record = {"key_schema": d.key_schema, "value_schema": d.value_schema}
-            await producer.send_and_wait(DECLARATIONS_TOPIC, json.dumps(record).encode(), key=d.name.encode())
+            await producer.send_and_wait(settings.topic_namespace + DECLARATIONS_TOPIC, json.dumps(record).encode(),
+                                         key=d.name.encode())
     finally:
         await producer.stop()
 

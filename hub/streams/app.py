@@ -45,12 +45,13 @@ def _inbound(event: EventT) -> Inbound:
                    message.key, message.value)
 
 
-def create_app(settings: Settings, topics: TopicNames = TopicNames()) -> faust.App:
+def create_app(settings: Settings) -> faust.App:
     """Build the engine's faust app from settings."""
+    topics = TopicNames.in_namespace(settings.topic_namespace)
     datadir = settings.state_dir / "faust" / settings.worker_name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        APP_ID,
+        settings.topic_namespace + APP_ID,  # the consumer group, and the prefix of its changelog topics
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         store="rocksdb://",
         datadir=str(datadir),

@@ -53,6 +53,11 @@ class TopicNames:
     ref_links: str = "orderhub.order.ref-links.v1"
     dead_letters: str = "orderhub.deadletter.v1"
 
+    @classmethod
+    def in_namespace(cls, namespace: str) -> "TopicNames":
+        """The same topics with every name prefixed, as ``topics apply`` creates them."""
+        return cls(**{name: namespace + value for name, value in vars(cls()).items()})
+
 
 @dataclass(frozen=True)
 class Outbound:

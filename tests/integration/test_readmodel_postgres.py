@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from hub import localpg
-from hub.errors import ConfigError
 from hub.readmodel import ReadModel, metadata
 from hub.settings import Settings
 from tests.factories import make_change
