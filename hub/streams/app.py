@@ -48,7 +48,8 @@ def _inbound(event: EventT) -> Inbound:
 def create_app(settings: Settings) -> faust.App:
     """Build the engine's faust app from settings."""
     topics = TopicNames.in_namespace(settings.topic_namespace)
-    datadir = settings.state_dir / "faust" / settings.worker_name
+    # faust names table files after the table, not the changelog topic: keep namespaces apart.
+    datadir = settings.state_dir / "faust" / f"{settings.topic_namespace}{settings.worker_name}"
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.topic_namespace + APP_ID,  # the consumer group, and the prefix of its changelog topics
@@ -63,6 +64,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_acks=-1,
         web_enabled=False,
+        web_bind="127.0.0.1",  # should anyone enable it: loopback only
         table_standby_replicas=0,
     )
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
@@ -147,6 +149,7 @@ def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics:
 def run_worker(settings: Settings, extra_argv: list[str] | None = None) -> int:
     """Run the engine as a faust worker in this process until it is stopped."""
     app = create_app(settings)
-    sys.argv = ["orderhub", "worker", "--loglevel", settings.log_level.lower(), *(extra_argv or [])]
+    # faust's worker command turns its web server on unless told otherwise (--with-web is its default)
+    sys.argv = ["orderhub", "worker", "--without-web", "--loglevel", settings.log_level.lower(), *(extra_argv or [])]
     app.main()
     return 0

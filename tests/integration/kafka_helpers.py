@@ -63,6 +63,19 @@ class TopicReader:
             await consumer.stop()
 
 
+async def poll_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Check ``condition`` every ``interval`` seconds until it holds; AssertionError after ``timeout``.
+
+    For state outside Kafka (a SQL read model) that offers nothing to block on. The pause
+    is the polling interval of a condition with a deadline, never a wait for something to happen.
+    """
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(condition):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
 async def delete_namespace_topics(settings: Settings, namespace: str) -> None:
     """Delete every topic of a test namespace, so test runs leave the cluster as they found it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
