@@ -14,7 +14,9 @@ The work is split so the rules can be tested without a broker:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -273,10 +275,22 @@ async def apply(settings: Settings, declared: list[TopicDeclaration]) -> list[st
     finally:
         await admin.close()
     await _record_declarations(settings, todo.key_records)
+    await _until_converged(settings, declared)
     capped = [d.name for d in todo.creates if d.replication_factor > brokers]
     notes = [f"replication factor capped to {brokers} for {len(capped)} new topic(s): the cluster has "
              f"{brokers} broker(s)"] if capped else []
     return [f"applied: {line}" for line in todo.describe()] + notes
+
+
+async def _until_converged(settings: Settings, declared: list[TopicDeclaration], timeout: float = 30.0) -> None:
+    """Return once the cluster shows what was applied: KRaft applies metadata asynchronously,
+    so ``apply && check`` in a script must not race it."""
+    deadline = time.monotonic() + timeout
+    while drift := await check(settings, declared):
+        if time.monotonic() > deadline:
+            raise TopicDeclarationError("applied, but the cluster still differs after "
+                                        f"{timeout:.0f}s:\n  " + "\n  ".join(drift))
+        await asyncio.sleep(0.2)
 
 
 async def check(settings: Settings, declared: list[TopicDeclaration]) -> list[str]:

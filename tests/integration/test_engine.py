@@ -19,7 +19,7 @@ from hub.serde.wire import AvroCodec
 from hub.settings import Settings
 from hub.streams.core import TopicNames, order_id_for_reference
 from tests.domain_helpers import creation, proposal, ref
-from tests.integration.conftest import namespaced_settings
+from tests.services import namespaced_settings
 from tests.integration.kafka_helpers import TopicReader, WorkerProcess, delete_namespace_topics, poll_until, produce
 
 pytestmark = pytest.mark.integration

@@ -6,10 +6,7 @@ existing, disposable database; otherwise the session starts one with ``hub.local
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,23 +16,10 @@ from hub import localpg
 from hub.readmodel import ReadModel, metadata
 from hub.settings import Settings
 from tests.factories import make_change
+from tests.services import free_port, local_state_dir
 from tests.unit.test_readmodel import ReadModelContract
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def local_state_dir() -> Path:
-    """A fresh state folder the postgres user can reach when the tests run as root."""
-    path = Path(tempfile.mkdtemp(prefix="orderhub-pg-"))
-    path.chmod(0o755)  # pytest's own tmp folders are closed to other users
-    return path
 
 
 def process_runs(pid: int) -> bool:
@@ -44,29 +28,6 @@ def process_runs(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except OSError:
         return False
-
-
-def require_local_binaries() -> None:
-    """Fail, saying how to install them, when no PostgreSQL server binaries are installed.
-
-    PostgreSQL is a core backend of the read model: CI installs it, so it is never skipped.
-    """
-    localpg.bindir()
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """ORDERHUB_TEST_POSTGRES_URL, or a local server started for this session and stopped after it."""
-    if url := os.environ.get("ORDERHUB_TEST_POSTGRES_URL"):
-        yield url
-        return
-    require_local_binaries()
-    settings = Settings(state_dir=local_state_dir())
-    try:
-        yield localpg.up(settings, port=free_port())
-    finally:
-        localpg.down(settings)
-        shutil.rmtree(settings.state_dir, ignore_errors=True)
 
 
 class TestPostgresReadModel(ReadModelContract):
@@ -83,7 +44,7 @@ class TestPostgresReadModel(ReadModelContract):
 
 def test_local_server_lifecycle() -> None:
     """up() is idempotent and serves the orderhub database, and down() leaves no server process."""
-    require_local_binaries()
+    localpg.bindir()  # fails, saying how to install PostgreSQL, when it is missing: never skipped
     settings = Settings(state_dir=local_state_dir())
     try:
         url = localpg.up(settings, port=free_port())

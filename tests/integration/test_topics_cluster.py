@@ -17,7 +17,7 @@ from hub import topics
 from hub.cli import main
 from hub.errors import TopicDeclarationError
 from hub.settings import Settings, get_settings
-from tests.integration.kafka_helpers import delete_namespace_topics
+from tests.integration.kafka_helpers import delete_namespace_topics, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +72,9 @@ async def alter_out_of_band(settings: Settings, topic: str, configs: dict[str, s
             assert not any(r["error_code"] for r in response.to_object()["resources"]), response
     finally:
         await admin.close()
+    # the broker applies it through its metadata log: wait until describe shows it
+    await poll_until(lambda: all(asyncio.run(describe(settings, [topic]))[topic].configs.get(k) == v
+                                 for k, v in configs.items()), 30, f"{configs} on {topic}")
 
 
 async def add_partitions_out_of_band(settings: Settings, topic: str, total: int) -> None:
@@ -82,6 +85,8 @@ async def add_partitions_out_of_band(settings: Settings, topic: str, total: int)
         await admin.create_partitions({topic: NewPartitions(total)})
     finally:
         await admin.close()
+    await poll_until(lambda: asyncio.run(describe(settings, [topic]))[topic].partitions == total, 30,
+                     f"{total} partitions of {topic}")
 
 
 def raw_document(settings: Settings) -> dict[str, Any]:

@@ -1,23 +1,26 @@
-"""Fixtures for tests against the real broker.
+"""Fixtures for tests against real services.
 
-The broker is ``ORDERHUB_BOOTSTRAP_SERVERS`` when set (any cluster), otherwise the local one,
-started here if it is not running. Each test gets its own topic namespace, so tests never
-see each other's records, and the namespace's topics are deleted afterwards.
+Kafka is ``ORDERHUB_BOOTSTRAP_SERVERS`` when set (any cluster), otherwise the local broker,
+started here if it is not running. Each test that asks for ``hub_settings`` gets its own
+topic namespace, so tests never see each other's records; its topics are deleted afterwards.
+PostgreSQL is ``ORDERHUB_TEST_POSTGRES_URL`` when set, otherwise a local server started for
+the session (``hub.localpg``) and stopped after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import uuid
+import shutil
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from hub import localkafka, topics
+from hub import localkafka, localpg
 from hub.settings import Settings, get_settings
 from tests.integration.kafka_helpers import WorkerProcess, delete_namespace_topics
+from tests.services import free_port, local_state_dir, namespaced_settings
 
 
 @pytest.fixture(scope="session")
@@ -26,23 +29,6 @@ def kafka_settings() -> Settings:
     settings = get_settings()
     if "ORDERHUB_BOOTSTRAP_SERVERS" not in os.environ:
         localkafka.up(settings)
-    return settings
-
-
-def namespaced_settings(kafka_settings: Settings, folder: Path) -> Settings:
-    """Settings with a fresh topic namespace (topics applied) and all local state under ``folder``."""
-    namespace = f"t{uuid.uuid4().hex[:10]}."
-    settings = kafka_settings.model_copy(update={
-        "topic_namespace": namespace,
-        "state_dir": folder / "state",
-        "database_url": f"sqlite:///{folder / 'readmodel.db'}",
-        # a killed worker's partitions move after this long: short, so crash tests finish
-        "session_timeout_s": 6.0,
-        "heartbeat_interval_s": 1.0,
-        "commit_interval_s": 1.0,
-    })
-    declared = topics.load_declarations(settings.topics_file, settings.schemas_dir, namespace)
-    asyncio.run(topics.apply(settings, declared))
     return settings
 
 
@@ -68,3 +54,22 @@ def start_worker(tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """ORDERHUB_TEST_POSTGRES_URL, or a local server started for this session and stopped after it.
+
+    PostgreSQL is a core backend of the read model: CI installs it, and a missing server
+    fails (saying how to install it) rather than skips.
+    """
+    if url := os.environ.get("ORDERHUB_TEST_POSTGRES_URL"):
+        yield url
+        return
+    localpg.bindir()
+    settings = Settings(state_dir=local_state_dir())
+    try:
+        yield localpg.up(settings, port=free_port())
+    finally:
+        localpg.down(settings)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
