@@ -1,0 +1,242 @@
+"""Workers killed with SIGKILL at random moments lose no proposal and apply none twice.
+
+Two ``orderhub worker`` processes share the partitions while 20,000 proposals for 500
+orders stream in; one of them is killed (no flush, no commit, no goodbye) at least ten
+times, at random points of progress, and restarted. After the stream drains, every
+proposal must be accounted for exactly once in the output topics (after dedup by record
+id), every order's versions must be gapless in the audit topic and in the PostgreSQL read
+model, and the table must equal what the pure reference model computes from the same
+proposals in the same order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from hub.domain.decide import Decision
+from hub.domain.order import OrderState
+from hub.domain.rules import Rules
+from hub.events import OrderChange, OrderConflict, OrderRejection
+from hub.readmodel import ReadModel, metadata
+from hub.serde.store import SchemaStore
+from hub.serde.wire import AvroCodec
+from hub.settings import Settings
+from hub.streams.app import APP_ID
+from hub.streams.core import TopicNames
+from tests.e2e.workload import Workload, build
+from tests.integration.kafka_helpers import TopicReader, WorkerProcess, delete_namespace_topics, poll_until, produce
+from tests.services import namespaced_settings
+
+pytestmark = pytest.mark.integration
+
+PROPOSALS = int(os.environ.get("ORDERHUB_CRASH_PROPOSALS", "20000"))
+ORDERS = int(os.environ.get("ORDERHUB_CRASH_ORDERS", "500"))
+KILLS = 10
+GARBAGE = 10
+#: How far the producer may run ahead of the decisions: proposals keep streaming in during the kills.
+AHEAD = 3000
+SEED = 20261125
+
+
+class Decided:
+    """Reads the decision topics as they grow; wakes up whoever waits for progress."""
+
+    def __init__(self, settings: Settings, codec: AvroCodec) -> None:
+        names = TopicNames.in_namespace(settings.topic_namespace)
+        self.topics = [names.changes, names.conflicts, names.rejections]
+        self.settings, self.codec = settings, codec
+        self.records: dict[str, list[bytes]] = {t: [] for t in self.topics}
+        self.event_ids: set[str] = set()
+        self.changed = asyncio.Condition()
+
+    async def follow(self) -> None:
+        consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.settings.bootstrap_servers,
+                                    auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                                    max_poll_records=5000)
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500)
+                for tp, records in batch.items():
+                    for record in records:
+                        self.records[tp.topic].append(record.value)
+                        self.event_ids.add(self.codec.decode(record.value).value["event_id"])
+                async with self.changed:
+                    self.changed.notify_all()
+        finally:
+            await consumer.stop()
+
+    async def until(self, predicate, timeout: float, what: str) -> None:
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
+            except TimeoutError:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
+                                     f"{len(self.event_ids)} proposals decided") from None
+
+
+async def stream_with_kills(settings: Settings, work: Workload, workers: list[WorkerProcess],
+                            decided: Decided, rng: random.Random) -> list[tuple[str, int]]:
+    """Produce the workload while killing a random worker at random points of progress."""
+    names = TopicNames.in_namespace(settings.topic_namespace)
+    expected = {r.proposal.event_id for r in work.records}
+
+    async def feed() -> None:
+        chunk = 500
+        for start in range(0, len(work.records), chunk):
+            await decided.until(lambda: start - len(decided.event_ids) < AHEAD, 600, "the engine to catch up")
+            await produce(settings, names.proposals,
+                          [(r.key, r.value, r.timestamp_ms) for r in work.records[start:start + chunk]])
+            if start == 0:  # poison pills in the middle of the stream
+                await produce(settings, names.proposals,
+                              [(f"garbage-{i}".encode(), b"\xc3\x01not a fingerprint", None) for i in range(GARBAGE)])
+
+    follower = asyncio.create_task(decided.follow())
+    feeder = asyncio.create_task(feed())
+    kills = []
+    try:
+        for _ in range(KILLS):
+            target = len(decided.event_ids) + rng.randint(1, max(2, PROPOSALS // (KILLS * 2)))
+            await decided.until(lambda: len(decided.event_ids) >= target, 600, f"{target} decisions")
+            victim = rng.choice(workers)
+            victim.kill()
+            kills.append((victim.settings.worker_name, len(decided.event_ids)))
+            victim.start()
+        await feeder
+        await decided.until(lambda: expected <= decided.event_ids, 900, "every proposal to be decided")
+    finally:
+        feeder.cancel()
+        follower.cancel()
+    return kills
+
+
+def accounted(codec: AvroCodec, decided: Decided) -> dict[str, dict[str, dict]]:
+    """Decision records by event id and kind, deduplicated by record id (copies must be identical)."""
+    by_record: dict[str, bytes] = {}
+    for topic, values in decided.records.items():
+        for value in values:
+            record_id = codec.decode(value).value["record_id"]
+            assert by_record.setdefault(record_id, value) == value, f"{record_id} was re-emitted with other bytes"
+    outcomes: dict[str, dict[str, dict]] = defaultdict(dict)
+    for record_id, value in by_record.items():
+        record = codec.decode(value).value
+        kind = record_id.rsplit(":", 1)[1]
+        assert kind not in outcomes[record["event_id"]], f"two {kind} records for {record['event_id']}"
+        outcomes[record["event_id"]][kind] = record
+    return outcomes
+
+
+def expected_outcome(decision: Decision) -> dict[str, dict]:
+    """What the reference model says must be published for one proposal."""
+    kinds = {"change": decision.change, "conflict": decision.conflict, "rejection": decision.rejection}
+    return {kind: event.to_avro() for kind, event in kinds.items() if event is not None}
+
+
+def without_numbers(record: dict) -> dict:
+    """A record with its order number blanked: numbers depend on partition placement, not on the rules."""
+    return {k: v for k, v in record.items() if k != "order_number"}
+
+
+async def final_table(settings: Settings) -> dict[str, OrderState]:
+    """The engine's table as its changelog holds it: the last value per order."""
+    changelog = f"{settings.topic_namespace}{APP_ID}-orders-changelog"
+    probe = AIOKafkaConsumer(changelog, bootstrap_servers=settings.bootstrap_servers)  # end offsets: when is it all read
+    await probe.start()
+    try:
+        partitions = probe.partitions_for_topic(changelog) or set()
+        ends = await probe.end_offsets([TopicPartition(changelog, p) for p in partitions])
+    finally:
+        await probe.stop()
+    total = sum(ends.values())
+    records = await TopicReader(settings, [changelog]).until(lambda r: len(r[changelog]) >= total, 120)
+    latest: dict[bytes, bytes | None] = {}
+    for record in records[changelog]:
+        latest[record.key] = record.value
+    return {key.decode(): OrderState.from_dict(json.loads(value)["state"])
+            for key, value in latest.items() if value is not None and not key.startswith(b"__")}
+
+
+def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
+        kafka_settings: Settings, tmp_path: Path, postgres_url: str) -> None:
+    """Every proposal is decided exactly once, versions stay gapless, and the table equals the reference."""
+    settings = namespaced_settings(kafka_settings, tmp_path).model_copy(update={"database_url": postgres_url})
+    model = ReadModel(postgres_url)
+    metadata.drop_all(model.engine)
+    model.create_schema()
+    codec = AvroCodec(SchemaStore.load(settings.schemas_dir))
+    rules = Rules.load(settings.ownership_file)
+    work = build(codec, rules, orders=ORDERS, proposals=PROPOSALS, seed=SEED, start_ms=int(time.time() * 1000))
+    rng = random.Random(SEED)
+    workers = [WorkerProcess(settings.model_copy(update={"worker_name": name}), tmp_path / f"{name}.log")
+               for name in ("worker-a", "worker-b")]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.wait_ready()
+        decided = Decided(settings, codec)
+        kills = asyncio.run(stream_with_kills(settings, work, workers, decided, rng))
+        assert len(kills) >= KILLS
+
+        # 1. Every proposal accounted for exactly once, exactly as the reference model decided it.
+        outcomes = accounted(codec, decided)
+        assert set(outcomes) == set(work.decisions), "decisions for proposals never sent, or proposals never decided"
+        mismatches = []
+        for event_id, decision in work.decisions.items():
+            want = expected_outcome(decision)
+            got = outcomes[event_id]
+            if set(got) != set(want) or any(without_numbers(got[k]) != without_numbers(
+                    {"change": OrderChange, "conflict": OrderConflict, "rejection": OrderRejection}[k]
+                    .from_avro(want[k]).to_avro()) for k in want):
+                mismatches.append(event_id)
+        assert not mismatches, f"{len(mismatches)} proposals decided unlike the reference, e.g. {mismatches[:3]}"
+
+        # 2. Gapless versions per order in the audit topic, one order number per order.
+        versions: dict[str, list[int]] = defaultdict(list)
+        numbers: dict[str, set[str]] = defaultdict(set)
+        for outcome in outcomes.values():
+            if change := outcome.get("change"):
+                versions[change["order_id"]].append(change["version"])
+                numbers[change["order_id"]].add(change["order_number"])
+        reference = {order_id: state.version for order_id, state in work.states.items()}
+        assert {o: sorted(v) for o, v in versions.items()} == {o: list(range(1, n + 1)) for o, n in reference.items()}
+        assert all(len(n) == 1 for n in numbers.values())
+        assert len({next(iter(n)) for n in numbers.values()}) == len(numbers), "an order number was given twice"
+
+        # 3. The table equals the reference model (order numbers aside).
+        for worker in workers:
+            worker.stop()  # a graceful stop flushes the changelog
+        table = asyncio.run(final_table(settings))
+        assert set(table) == set(work.states)
+        differing = [o for o, state in work.states.items()
+                     if table[o].to_dict() | {"no": None} != state.to_dict() | {"no": None}]
+        assert not differing, f"{len(differing)} orders differ from the reference, e.g. {differing[:3]}"
+        assert {o: {s.order_number} for o, s in table.items()} == dict(numbers)
+
+        # 4. The read model (projected by the killed workers too) has every version, gapless.
+        for worker in workers:
+            worker.start()
+        expected_versions = {o: list(range(1, n + 1)) for o, n in reference.items()}
+        asyncio.run(poll_until(lambda: model.all_order_versions() == expected_versions, 300,
+                               "every version of every order in PostgreSQL"))
+
+        # 5. The poison pills went to the dead-letter topic, the stream went on.
+        names = TopicNames.in_namespace(settings.topic_namespace)
+        dead = asyncio.run(TopicReader(settings, [names.dead_letters]).until(
+            lambda r: {m.key for m in r[names.dead_letters]} >= {f"garbage-{i}".encode() for i in range(GARBAGE)}, 60))
+        assert all(dict(m.headers)["__orderhub.errors.stage"] == b"resolve" for m in dead[names.dead_letters])
+    finally:
+        for worker in workers:
+            worker.stop()
+        model.close()
+        asyncio.run(delete_namespace_topics(settings, settings.topic_namespace))
