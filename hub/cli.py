@@ -66,6 +66,22 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(get_settings(), extra_argv=args.faust_args)
 
 
+def _run(args: argparse.Namespace) -> int:
+    """The main job on the embedded default: local Kafka (unless one is configured), topics, worker."""
+    from hub import localkafka, topics
+    from hub.settings import Settings
+    from hub.streams.app import run_worker
+
+    settings = get_settings()
+    if settings.bootstrap_servers == Settings.model_fields["bootstrap_servers"].default:
+        print(f"local Kafka at {localkafka.up(settings)}")
+    declared = topics.load_declarations(settings.topics_file, settings.schemas_dir, settings.topic_namespace)
+    for line in asyncio.run(topics.apply(settings, declared)):
+        print(line)
+    print(f"read model: {settings.read_model_url}")
+    return run_worker(settings, extra_argv=args.faust_args)
+
+
 def _orders(args: argparse.Namespace) -> int:
     from hub import readmodel
 
@@ -101,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("action", choices=["check"])
     schemas.add_argument("--dir", default=None, help="schemas folder (default: the repository's)")
     schemas.set_defaults(func=_schemas)
+
+    run = sub.add_parser("run", help="the main job: local Kafka if none is configured, topics, engine + read model")
+    run.add_argument("faust_args", nargs=argparse.REMAINDER)
+    run.set_defaults(func=_run)
 
     worker = sub.add_parser("worker", help="run the canonical order engine (a faust worker)")
     worker.add_argument("faust_args", nargs=argparse.REMAINDER)

@@ -102,17 +102,18 @@ def decide(
     if state.has_seen(proposal.event_id):
         return Decision(DecisionKind.DUPLICATE, state)
     changes, errors = _parse_changes(proposal)
+    errors = _proposal_errors(rules, proposal) + errors
     system, role = proposal.source_system, proposal.actor.role
     if not state.exists:
         if proposal.intent != ProposalIntent.CREATE:
             errors.insert(0, _Error(RejectionReason.UNKNOWN_ORDER, None, "order must exist",
                                     f"no order {order_id}; only a CREATE proposal makes one"))
-        elif not rules.may_create(system, role):
-            errors.insert(0, _Error(RejectionReason.PERMISSION_DENIED, None, f"create: [{', '.join(rules.create)}]",
-                                    f"{system}:{role} may not create orders"))
         errors += _permission_errors(rules, changes, "DRAFT", system, role)
-        if not errors:
-            errors += _completeness_errors(OrderState(order_id), changes, creating=True)
+        # every field-level error at once: a missing field is not reported twice when it was invalid
+        invalid = {e.field for e in errors}
+        if proposal.intent == ProposalIntent.CREATE:
+            errors += [e for e in _completeness_errors(OrderState(order_id), changes, creating=True)
+                       if e.field not in invalid]
         if errors:
             return _reject(state, proposal, order_id, errors, at)
         return _create(state, proposal, changes, at, next_order_number())
@@ -131,6 +132,29 @@ def decide(
 
 
 # --- checks ---------------------------------------------------------------------------
+
+
+def _proposal_errors(rules: Rules, proposal: ChangeProposal) -> list[_Error]:
+    """What is wrong with the proposal as a whole, whatever the order's state."""
+    system, role = proposal.source_system, proposal.actor.role
+    errors = []
+    if not rules.knows(system):
+        errors.append(_Error(RejectionReason.PERMISSION_DENIED, None, f"systems: [{', '.join(rules.systems)}]",
+                             f"proposals from {system!r} are not accepted"))
+    if proposal.intent == ProposalIntent.CREATE and not rules.may_create(system, role):
+        errors.append(_Error(RejectionReason.PERMISSION_DENIED, None, f"create: [{', '.join(rules.create)}]",
+                             f"{system}:{role} may not create orders"))
+    if not proposal.changes and not proposal.external_refs:
+        errors.append(_Error(RejectionReason.INVALID_VALUE, None, "a proposal changes something",
+                             "the proposal has no changes and no external references"))
+    if proposal.base_version < 0:
+        errors.append(_Error(RejectionReason.INVALID_VALUE, None, "base_version >= 0",
+                             f"base version {proposal.base_version} is negative"))
+    for ref in proposal.external_refs:
+        if system != "HUB" and ref.system != system:
+            errors.append(_Error(RejectionReason.PERMISSION_DENIED, "external_refs", "own references only",
+                                 f"{system} may not attach a reference of {ref.system} ({ref.key})"))
+    return errors
 
 
 def _parse_changes(proposal: ChangeProposal) -> tuple[dict[str, str | None], list[_Error]]:
@@ -162,8 +186,12 @@ def _permission_errors(rules: Rules, changes: dict[str, str | None], status: str
             proposed = load_json(value)
             if proposed is None:
                 errors.append(_Error(RejectionReason.INVALID_VALUE, path, "status is never empty", "status cannot be cleared"))
-            elif proposed != status and (why := rules.may_step(status, proposed, system, role)):
-                errors.append(_Error(RejectionReason.ILLEGAL_TRANSITION, path, why,
+            elif proposed != status and not lifecycle.is_step(status, proposed):
+                errors.append(_Error(RejectionReason.ILLEGAL_TRANSITION, path,
+                                     f"lifecycle: {status} -> {proposed} is not a lifecycle step",
+                                     f"an order cannot go from {status} to {proposed}"))
+            elif proposed != status and (why := rules.may_take_step(status, proposed, system, role)):
+                errors.append(_Error(RejectionReason.PERMISSION_DENIED, path, why,
                                      f"{system}:{role} may not move the order from {status} to {proposed}"))
         elif why := rules.may_write(path, system, role):
             errors.append(_Error(RejectionReason.PERMISSION_DENIED, path, why, f"{system}:{role} may not write {path}"))

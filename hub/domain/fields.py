@@ -72,11 +72,15 @@ def _decimal(scale: int, minimum: Decimal | None = None, *, exclusive: bool = Fa
         if isinstance(raw, bool) or not isinstance(raw, (str, int, Decimal)):
             raise ValueError("expected a decimal number (a JSON string like \"12.50\")")
         try:
-            value = Decimal(str(raw)).quantize(quantum)
+            exact = Decimal(str(raw))
+            value = exact.quantize(quantum)
         except InvalidOperation:
-            raise ValueError(f"not a decimal with at most {scale} places: {raw!r}") from None
+            raise ValueError(f"not a decimal number: {raw!r}") from None
+        if value != exact:  # money and quantities are never rounded silently
+            raise ValueError(f"{raw!r} has more than {scale} decimal places")
         if not value.is_finite() or len(value.as_tuple().digits) > 18:
             raise ValueError(f"out of range: {raw!r}")
+        value = value.copy_abs() if value == 0 else value  # one spelling of zero: "-0.00" is "0.00"
         if minimum is not None and (value <= minimum if exclusive else value < minimum):
             raise ValueError(f"must be {'>' if exclusive else '>='} {minimum}")
         return str(value)

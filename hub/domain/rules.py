@@ -42,6 +42,7 @@ class Rules:
     """The whole ownership file, validated against the canonical order's fields."""
 
     fields: dict[str, FieldRule]
+    systems: tuple[str, ...]
     create: tuple[str, ...]
     steps: dict[str, frozenset[tuple[str, str]]]
     cancel: tuple[str, ...]
@@ -54,9 +55,14 @@ class Rules:
         """Read ownership.yaml; ConfigError names any field, step or policy that is wrong."""
         try:
             doc = yaml.safe_load(Path(path).read_text())
+            fields = {}
+            for name, spec in doc["fields"].items():
+                if not isinstance(spec, dict) or not spec.get("owner"):
+                    raise ConfigError(f"{path}: fields.{name} has no owner")
+                fields[name] = FieldRule(spec["owner"], tuple(spec.get("writers") or ()))
             rules = cls(
-                fields={name: FieldRule(spec["owner"], tuple(spec.get("writers", ())))
-                        for name, spec in doc["fields"].items()},
+                fields=fields,
+                systems=tuple(doc["systems"]),
                 create=tuple(doc["create"]),
                 steps={writer: frozenset(tuple(step.split(">")) for step in steps)
                        for writer, steps in doc["status"]["steps"].items()},
@@ -77,13 +83,22 @@ class Rules:
             raise ConfigError(f"{source}: fields without an owner: {', '.join(missing)}")
         if unknown := sorted(set(self.fields) - known):
             raise ConfigError(f"{source}: rules for fields the order does not have: {', '.join(unknown)}")
+        for where, specs in [(f"fields.{n}", (r.owner, *r.writers)) for n, r in self.fields.items()] + [
+                ("create", self.create), ("status.cancel", self.cancel), ("status.owner", (self.status_owner,)),
+                *((f"status.steps.{w}", (w,)) for w in self.steps)]:
+            for spec in specs:
+                if spec.partition(":")[0] not in self.systems:
+                    raise ConfigError(f"{source}: {where}: {spec!r} names no system in systems: {list(self.systems)}")
         for writer, steps in self.steps.items():
             for step in steps:
-                if len(step) != 2 or not lifecycle.is_step(*step) or lifecycle.CANCELLED in step:
+                statuses_exist = len(step) == 2 and all(status in lifecycle.LIFECYCLE for status in step)
+                if not statuses_exist or not lifecycle.is_step(*step) or lifecycle.CANCELLED in step:
                     raise ConfigError(f"{source}: status.steps.{writer}: {'>'.join(step)} is not a lifecycle step")
         for name, policy in {**self.policies, "default": self.default_policy}.items():
             if policy not in (OWNER_WINS, MANUAL):
                 raise ConfigError(f"{source}: conflicts.{name}: {policy!r} is neither {OWNER_WINS} nor {MANUAL}")
+        if unknown := sorted(set(self.policies) - known):
+            raise ConfigError(f"{source}: conflicts.fields names fields the order does not have: {', '.join(unknown)}")
 
     def rule_for(self, path: str) -> FieldRule:
         """The rule of a field path (line numbers generalised to ``*``)."""
@@ -94,6 +109,10 @@ class Rules:
     def owner(self, path: str) -> str:
         """The system authoritative for a field."""
         return self.rule_for(path).owner
+
+    def knows(self, system: str) -> bool:
+        """Whether proposals from this system are accepted at all."""
+        return system in self.systems
 
     def may_create(self, system: str, role: str) -> bool:
         """Whether this writer may create orders."""
@@ -110,6 +129,10 @@ class Rules:
         """None when this writer may move the order from ``current`` to ``proposed``; else why not."""
         if not lifecycle.is_step(current, proposed):
             return f"lifecycle: {current} -> {proposed} is not a lifecycle step"
+        return self.may_take_step(current, proposed, system, role)
+
+    def may_take_step(self, current: str, proposed: str, system: str, role: str) -> str | None:
+        """None when this writer is permitted the (existing) step ``current`` -> ``proposed``; else why not."""
         if proposed == lifecycle.CANCELLED:
             if any(writer_matches(w, system, role) for w in self.cancel):
                 return None
