@@ -24,12 +24,15 @@ from tests.services import free_port, local_state_dir, namespaced_settings
 
 
 @pytest.fixture(scope="session")
-def kafka_settings() -> Settings:
-    """Settings for the broker under test (the local broker is started if needed)."""
+def kafka_settings() -> Iterator[Settings]:
+    """Settings for the broker under test; a local broker this fixture had to start is stopped after."""
     settings = get_settings()
+    started_here = "ORDERHUB_BOOTSTRAP_SERVERS" not in os.environ and not localkafka.status(settings).running
     if "ORDERHUB_BOOTSTRAP_SERVERS" not in os.environ:
         localkafka.up(settings)
-    return settings
+    yield settings
+    if started_here:
+        localkafka.down(settings)
 
 
 @pytest.fixture
