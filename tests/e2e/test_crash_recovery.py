@@ -60,6 +60,7 @@ class Decided:
         #: (event id, record kind) pairs seen: a resolved conflict writes a change and a conflict
         self.outputs: set[tuple[str, str]] = set()
         self.changed = asyncio.Condition()
+        self.last_progress = time.monotonic()
 
     async def follow(self) -> None:
         consumer = AIOKafkaConsumer(*self.topics, bootstrap_servers=self.settings.bootstrap_servers,
@@ -69,6 +70,8 @@ class Decided:
         try:
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
+                if batch:
+                    self.last_progress = time.monotonic()
                 for tp, records in batch.items():
                     for record in records:
                         self.records[tp.topic].append(record.value)
@@ -80,13 +83,20 @@ class Decided:
         finally:
             await consumer.stop()
 
-    async def until(self, predicate, timeout: float, what: str) -> None:
+    async def until(self, predicate, timeout: float, what: str, stall: float = 90) -> None:
+        """Wait until ``predicate()``; fail after ``timeout``, or once no decision came for ``stall`` seconds."""
+        deadline = time.monotonic() + timeout
+
+        def done_or_stuck() -> bool:
+            now = time.monotonic()
+            return predicate() or now > deadline or now - self.last_progress > stall
+
         async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(predicate), timeout)
-            except TimeoutError:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}; "
-                                     f"{len(self.event_ids)} proposals decided") from None
+            await self.changed.wait_for(done_or_stuck)
+        if not predicate():
+            stuck = time.monotonic() - self.last_progress > stall
+            raise AssertionError(f"{'no new decision for ' + str(stall) + 's' if stuck else f'timed out after {timeout}s'}"
+                                 f" waiting for {what}; {len(self.event_ids)} proposals decided")
 
 
 async def stream_with_kills(settings: Settings, work: Workload, workers: list[WorkerProcess],
