@@ -16,6 +16,7 @@ Nothing happens at import time: ``create_app`` builds everything from settings.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 from typing import Any, Callable
 
@@ -23,7 +24,7 @@ import faust
 from faust.types import EventT
 
 from hub.domain.rules import Rules
-from hub.errors import UndecodableRecord
+from hub.errors import RetriableError, UndecodableRecord
 from hub.events import OrderChange, OrderConflict, OrderSnapshot
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
@@ -82,15 +83,24 @@ def create_app(settings: Settings) -> faust.App:
                                              headers=list(record.headers), timestamp=timestamp)
 
     def guarded(stage: str, work: Callable[[Inbound], list[Outbound]]):
-        """Run one record's work; a failure sends the record to the dead-letter topic and goes on."""
+        """Run one record's work. A retriable failure (the registry is down) is retried, holding the
+        partition; any other failure sends the record to the dead-letter topic and goes on."""
         async def agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 record = _inbound(event)
-                try:
-                    results = work(record)
-                except Exception as exc:  # a bug must not stop the partition: park the record
-                    app.log.exception("%s failed on %s[%s]@%s", stage, record.topic, record.partition, record.offset)
-                    results = [dead_letter(topics, record, stage, exc)]
+                for attempt in itertools.count():
+                    try:
+                        results = work(record)
+                        break
+                    except RetriableError as exc:
+                        app.log.warning("%s: %s; retrying %s[%s]@%s", stage, exc, record.topic, record.partition,
+                                        record.offset)
+                        await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt))  # back off: the outage is outside
+                    except Exception as exc:  # a bug must not stop the partition: park the record
+                        app.log.exception("%s failed on %s[%s]@%s", stage, record.topic, record.partition,
+                                          record.offset)
+                        results = [dead_letter(topics, record, stage, exc)]
+                        break
                 await publish(results, event.message.timestamp)
         agent.__name__ = agent.__qualname__ = stage
         return agent
