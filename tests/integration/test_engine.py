@@ -136,17 +136,18 @@ async def test_creation_by_reference_assigns_one_order_and_number(engine: Settin
     assert snapshot["external_refs"][0]["external_id"] == crm.external_id
 
 
-async def test_applied_merged_and_resolved_by_owner(engine: Settings) -> None:
-    """An update on the current version applies, a stale one merges, and an overlap is won by the field's owner."""
+async def test_applied_merged_resolved_and_kept_by_owner(engine: Settings) -> None:
+    """An update on the current version applies, a stale one merges, and an overlap goes to the field's owner either way."""
     order = f"O-{uuid.uuid4().hex[:10]}"
-    create, net, name, crm_qty, erp_qty = ids("e", 5)
+    create, net, name, crm_qty, erp_qty, crm_again = ids("e", 6)
     await send(engine,
                creation(create, order_id=order),                                                     # v1
                proposal(net, {"amounts.net": Decimal("100")}, base=1, system="ERP", order_id=order),   # v2 applied
                proposal(name, {"customer.name": "ACME"}, base=1, system="CRM", order_id=order),        # v3 merged
                proposal(crm_qty, {"lines.10.quantity": Decimal("7")}, base=3, system="CRM", order_id=order),  # v4
-               proposal(erp_qty, {"lines.10.quantity": Decimal("8")}, base=3, system="ERP", order_id=order))  # v5 owner wins
-    out = await outcomes(engine, {create, net, name, crm_qty, erp_qty}, order_conflict={erp_qty})
+               proposal(erp_qty, {"lines.10.quantity": Decimal("8")}, base=3, system="ERP", order_id=order),  # v5 owner wins
+               proposal(crm_again, {"lines.10.quantity": Decimal("9")}, base=4, system="CRM", order_id=order))  # kept
+    out = await outcomes(engine, {create, net, name, crm_qty, erp_qty, crm_again}, order_conflict={erp_qty, crm_again})
     changes = {c["event_id"]: c for c in out["order_change"] if c["order_id"] == order}
     assert [changes[e]["version"] for e in (create, net, name, crm_qty, erp_qty)] == [1, 2, 3, 4, 5]
     assert [changes[e]["outcome"] for e in (net, name, erp_qty)] == ["APPLIED", "MERGED", "RESOLVED"]
@@ -156,6 +157,9 @@ async def test_applied_merged_and_resolved_by_owner(engine: Settings) -> None:
     assert (field["base_value"], field["current_value"], field["proposed_value"]) == ('"5.000"', '"7.000"', '"8.000"')
     assert (field["current_writer"]["source_system"], field["proposed_writer"]["source_system"]) == ("CRM", "ERP")
     assert (field["policy"], field["outcome"], conflict["resulting_version"]) == ("OWNER_WINS", "PROPOSED_WON", 5)
+    (kept,) = [c for c in out["order_conflict"] if c["event_id"] == crm_again]
+    assert (kept["fields"][0]["outcome"], kept["resulting_version"], kept["parked"]) == ("CURRENT_KEPT", None, False)
+    assert crm_again not in changes  # the owner's value stays; no new version
 
 
 async def test_manual_conflict_is_parked_whole(engine: Settings) -> None:
