@@ -8,8 +8,10 @@ dedup by id. Nothing here knows about Kafka.
 The rules (../shared/DOMAIN.md):
 
 1. A proposal whose event id this order has already decided is a duplicate: no change.
-2. Field paths, values and permissions are checked first; any error rejects the proposal
-   whole, with every field-level error named. Nothing is ever half-applied.
+2. The proposal as a whole (a known system, a permitted creator for a CREATE, something to
+   change, a base version >= 0, only the writer's own external references), then field
+   paths, values and permissions are checked first; any error rejects the proposal whole,
+   with every error named. Nothing is ever half-applied.
 3. No order yet: only a CREATE by a permitted creator makes one (version 1, a new order
    number), and only with the mandatory fields. An UPDATE to an unknown order is rejected.
 4. An existing order: ``base_version`` newer than the current version is rejected.
