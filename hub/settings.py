@@ -72,11 +72,15 @@ class Settings(BaseSettings):
         30.0, description="Consumer group session timeout: how long a dead worker keeps its partitions."
     )
     heartbeat_interval_s: float = Field(3.0, description="Consumer group heartbeat interval.")
+    producer_linger_s: float = Field(
+        0.005, description="How long the worker's producer waits to batch records (bench/: +4% throughput, "
+        "lower p99 than 0)."
+    )
     project_read_model: bool = Field(
         True, description="Whether the worker also projects accepted changes into the SQL read model."
     )
 
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_json: bool = False
 
     @field_validator("bootstrap_servers")
@@ -85,6 +89,13 @@ class Settings(BaseSettings):
         if not [s for s in value.split(",") if s.strip()]:
             raise ValueError("ORDERHUB_BOOTSTRAP_SERVERS must name at least one host:port")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "CRIT"):
+            raise ValueError(f"ORDERHUB_LOG_LEVEL {value!r} is not a logging level")
+        return value.upper()
 
     @property
     def read_model_url(self) -> str:

@@ -64,6 +64,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
         producer_acks=-1,
+        producer_linger=settings.producer_linger_s,
         web_enabled=False,
         web_bind="127.0.0.1",  # should anyone enable it: loopback only
         table_standby_replicas=0,
@@ -156,10 +157,16 @@ def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics:
     projector(topics.conflicts, "order_conflict", OrderConflict, model.project_conflicts)
 
 
+def faust_log_level(level: str) -> str:
+    """faust's spelling of a logging level: it takes only crit, error, warn, info and debug."""
+    return {"warning": "warn", "critical": "crit", "fatal": "crit"}.get(level.lower(), level.lower())
+
+
 def run_worker(settings: Settings, extra_argv: list[str] | None = None) -> int:
     """Run the engine as a faust worker in this process until it is stopped."""
     app = create_app(settings)
     # faust's worker command turns its web server on unless told otherwise (--with-web is its default)
-    sys.argv = ["orderhub", "worker", "--without-web", "--loglevel", settings.log_level.lower(), *(extra_argv or [])]
+    sys.argv = ["orderhub", "worker", "--without-web", "--loglevel", faust_log_level(settings.log_level),
+                *(extra_argv or [])]
     app.main()
     return 0

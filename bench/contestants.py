@@ -1,0 +1,297 @@
+"""The loops the engine is compared with, each run as its own process by ``bench/engine.py``.
+
+::
+
+    python bench/contestants.py raw   --namespace NS   # proposals -> proposals-by-order, bytes untouched
+    python bench/contestants.py bare  --namespace NS   # hub.streams.core.Engine in a bare aiokafka loop
+    python bench/contestants.py quix  --namespace NS --state-dir DIR   # the same Engine under Quix Streams
+    python bench/contestants.py faust-raw --namespace NS --state-dir DIR  # the raw loop as one faust agent
+
+Each consumes the namespace's proposals topic from the earliest offset in its own consumer
+group and runs until SIGTERM. It prints ``{"bench": "ready", "t": ...}`` once it has its
+partitions and ``{"bench": "first", "t": ...}`` when it takes its first record (wall clock),
+so the benchmark can start its clock there; outputs are counted by the benchmark's own
+consumer, exactly as for the faust worker. ``--profile FILE`` writes a cProfile of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import signal
+import sys
+import time
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from hub.domain.rules import Rules
+from hub.serde.store import SchemaStore
+from hub.serde.wire import AvroCodec, registry_from_settings
+from hub.settings import Settings
+from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
+
+#: Like the faust app: input offsets committed every 2.8 s (ORDERHUB_COMMIT_INTERVAL_S default).
+COMMIT_INTERVAL_S = 2.8
+
+
+def say(event: str, **fields: Any) -> None:
+    """One JSON line the benchmark reads from this process's log."""
+    print(json.dumps({"bench": event, "t": time.time(), **fields}), flush=True)
+
+
+def engine_for(settings: Settings, topics: TopicNames) -> Engine:
+    """The engine exactly as the faust app builds it."""
+    codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
+    return Engine(codec, Rules.load(settings.ownership_file), topics)
+
+
+class _Loop:
+    """A consumer -> work -> producer loop over aiokafka, stopped by SIGTERM."""
+
+    def __init__(self, settings: Settings, group: str, source: str) -> None:
+        self.settings, self.group, self.source = settings, group, source
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        consumer = AIOKafkaConsumer(self.source, bootstrap_servers=self.settings.bootstrap_servers,
+                                    group_id=self.group, auto_offset_reset="earliest", enable_auto_commit=True,
+                                    auto_commit_interval_ms=int(COMMIT_INTERVAL_S * 1000))
+        # as the faust app's producer: acks=all, no linger, default batch size
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all", linger_ms=0)
+        await consumer.start()
+        await producer.start()
+        try:
+            while not consumer.assignment() and not self.stopping.is_set():
+                await asyncio.sleep(0.02)
+            say("ready")
+            first = True
+            while not self.stopping.is_set():
+                batches = await consumer.getmany(timeout_ms=100)
+                if batches and first:
+                    say("first")
+                    first = False
+                for records in batches.values():
+                    for record in records:
+                        await self.work(record, producer)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    async def work(self, record: Any, producer: AIOKafkaProducer) -> None:
+        raise NotImplementedError
+
+
+class RawLoop(_Loop):
+    """Passes every proposal's bytes through to the by-order topic: the transport's own cost."""
+
+    def __init__(self, settings: Settings, group: str, topics: TopicNames) -> None:
+        super().__init__(settings, group, topics.proposals)
+        self.target = topics.by_order
+
+    async def work(self, record: Any, producer: AIOKafkaProducer) -> None:
+        await producer.send(self.target, record.value, key=record.key, timestamp_ms=record.timestamp)
+
+
+class BareEngineLoop(_Loop):
+    """The engine's two stages in one process: resolve, then decide what was forwarded.
+
+    The forwarded proposal is produced to the by-order topic (as the faust app does) and decided
+    at once instead of being read back. The tables are plain dicts; reference links the engine
+    emits are applied to the references dict directly (faust's ``link`` agent reads them back).
+    ``committed_offset`` is None, so every order keeps its last 63 decisions' outputs (faust
+    keeps those since the last commit).
+    """
+
+    def __init__(self, settings: Settings, group: str, topics: TopicNames) -> None:
+        super().__init__(settings, group, topics.proposals)
+        self.topics = topics
+        self.engine = engine_for(settings, topics)
+        self.references: dict[bytes, bytes] = {}
+        self.orders: dict[bytes, bytes] = {}
+        self._partitioner = DefaultPartitioner()
+        self._partitions: list[int] = []
+        self._offsets: dict[int, count] = {}
+
+    async def work(self, record: Any, producer: AIOKafkaProducer) -> None:
+        inbound = Inbound(record.topic, record.partition, record.offset, record.timestamp, record.key, record.value)
+        try:
+            forwarded = self.engine.resolve(inbound, self.references)
+        except Exception as exc:  # as the faust agent: park the record, go on
+            forwarded = [dead_letter(self.topics, inbound, "resolve", exc)]
+        for out in forwarded:
+            await self._send(producer, out, record.timestamp)
+            if out.topic == self.topics.by_order:
+                await self._decide(out, record.timestamp, producer)
+
+    async def _decide(self, out: Outbound, timestamp: int, producer: AIOKafkaProducer) -> None:
+        if not self._partitions:
+            self._partitions = sorted(producer.client.cluster.partitions_for_topic(self.topics.by_order) or {0})
+        partition = self._partitioner(out.key, self._partitions, self._partitions)
+        offset = next(self._offsets.setdefault(partition, count()))
+        record = Inbound(self.topics.by_order, partition, offset, timestamp, out.key, out.value)
+        try:
+            decided = self.engine.decide(record, self.orders, None)
+        except Exception as exc:
+            decided = [dead_letter(self.topics, record, "decide", exc)]
+        for result in decided:
+            await self._send(producer, result, timestamp)
+            if result.topic == self.topics.ref_links:
+                self.engine.link_reference(Inbound(result.topic, 0, 0, timestamp, result.key, result.value),
+                                           self.references)
+
+    @staticmethod
+    async def _send(producer: AIOKafkaProducer, out: Outbound, timestamp: int) -> None:
+        await producer.send(out.topic, out.value, key=out.key, headers=list(out.headers) or None,
+                            timestamp_ms=timestamp)
+
+
+def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path) -> None:
+    """The same Engine under a minimal Quix Streams application.
+
+    proposals -> resolve -> group_by(order id) (Quix's repartition topic: the by-order hop) ->
+    decide, with the order's engine state as bytes in Quix's RocksDB State (changelogged) ->
+    each output to its topic through the application's producer.
+    """
+    try:
+        from quixstreams import Application, message_context
+        from quixstreams.models.serializers import Serializer
+        from quixstreams.state.rocksdb import RocksDBOptions
+    except ImportError as exc:
+        raise SystemExit("the Quix peer needs quixstreams: pip install 'orderhub[bench]'") from exc
+
+    class OutboundValue(Serializer):
+        """Writes an ``Outbound``'s bytes as they are (the engine has encoded them already)."""
+
+        def __call__(self, value: Outbound, ctx: Any) -> bytes:
+            return value.value
+
+    engine = engine_for(settings, topics)
+    references: dict[bytes, bytes] = {}
+    app = Application(broker_address=settings.bootstrap_servers, consumer_group=group,
+                      auto_offset_reset="earliest", state_dir=str(state_dir), commit_interval=COMMIT_INTERVAL_S,
+                      loglevel="WARNING", processing_guarantee="at-least-once",
+                      rocksdb_options=RocksDBOptions(dumps=lambda v: v, loads=lambda v: v))
+    raw = dict(key_deserializer="bytes", value_deserializer="bytes", key_serializer="bytes")
+    proposals = app.topic(topics.proposals, value_serializer="bytes", **raw)
+    outputs = {name: app.topic(name, value_serializer=OutboundValue(), **raw) for name in (
+        topics.changes, topics.state, topics.conflicts, topics.rejections, topics.releases, topics.ref_links,
+        topics.dead_letters)}
+    side = app.get_producer()
+    first = [True]
+
+    def resolve(value: bytes, key: bytes, timestamp: int, headers: Any) -> list[Outbound]:
+        if first[0]:
+            say("first")
+            first[0] = False
+        ctx = message_context()
+        forwarded = []
+        for out in engine.resolve(Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value), references):
+            if out.topic == topics.by_order:
+                forwarded.append(out)
+            else:  # a resolver rejection or dead letter: rare, straight out
+                side.produce(out.topic, out.value, out.key, headers=list(out.headers) or None, timestamp=timestamp)
+        return forwarded
+
+    class OrderTable:
+        """The order's state in Quix State (its own key); the order-number counter under a shared prefix."""
+
+        def __init__(self, state: Any, key: bytes) -> None:
+            self.state, self.key = state, key
+
+        def get(self, key: bytes, default: Any = None) -> Any:
+            if key == self.key:
+                return self.state.get_bytes(b"order", default)
+            return self.state._transaction.get_bytes(key, prefix=b"__bench__", default=default)
+
+        def __setitem__(self, key: bytes, value: bytes) -> None:
+            if key == self.key:
+                self.state.set_bytes(b"order", value)
+            else:
+                self.state._transaction.set_bytes(key, value, prefix=b"__bench__")
+
+    def decide(value: bytes, key: bytes, timestamp: int, headers: Any, state: Any) -> list[Outbound]:
+        ctx = message_context()
+        record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value)
+        decided = engine.decide(record, OrderTable(state, key), None)
+        for out in decided:
+            if out.topic == topics.ref_links:
+                engine.link_reference(Inbound(out.topic, 0, 0, timestamp, out.key, out.value), references)
+        return decided
+
+    sdf = app.dataframe(proposals)
+    sdf = sdf.apply(resolve, metadata=True, expand=True)
+    sdf = sdf.group_by(lambda out: out.key, name="by-order", value_serializer=OutboundValue(), **raw)
+    sdf = sdf.apply(decide, stateful=True, metadata=True, expand=True)
+    sdf.to_topic(lambda out, key, timestamp, headers: outputs[out.topic], key=lambda out: out.key)
+    say("ready")
+    try:
+        app.run()
+    finally:
+        side.flush()
+
+
+def run_faust_raw(settings: Settings, group: str, topics: TopicNames, state_dir: Path, log_level: str) -> None:
+    """The raw loop as one faust agent, configured like the engine's app: faust's own cost per record."""
+    import faust
+
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    app = faust.App(group, broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
+                    datadir=str(state_dir), topic_partitions=6, consumer_auto_offset_reset="earliest",
+                    broker_commit_interval=COMMIT_INTERVAL_S, producer_acks=-1, web_enabled=False)
+    target = app.topic(topics.by_order, **raw)
+    first = [True]
+
+    @app.agent(app.topic(topics.proposals, **raw), name="forward")
+    async def forward(stream: Any) -> None:
+        async for event in stream.events():
+            if first[0]:
+                say("first")
+                first[0] = False
+            message = event.message
+            await target.send(key=message.key, value=message.value, timestamp=message.timestamp)
+
+    sys.argv = ["faust-raw", "worker", "--loglevel", log_level]
+    app.main()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one contestant until SIGTERM."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("which", choices=["raw", "bare", "quix", "faust-raw"])
+    parser.add_argument("--namespace", required=True)
+    parser.add_argument("--state-dir", type=Path, default=None, help="Quix state folder")
+    parser.add_argument("--log-level", default="warn", help="faust log level (faust-raw)")
+    parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the run here")
+    args = parser.parse_args(argv)
+    settings = Settings().model_copy(update={"topic_namespace": args.namespace})
+    topics = TopicNames.in_namespace(args.namespace)
+    group = f"{args.namespace}bench-{args.which}"
+    profiler = cProfile.Profile() if args.profile else None
+    if profiler:
+        profiler.enable()
+    try:
+        if args.which == "quix":
+            run_quix(settings, group, topics, args.state_dir or Path("/tmp") / group)
+        elif args.which == "faust-raw":
+            run_faust_raw(settings, group, topics, args.state_dir or Path("/tmp") / group, args.log_level)
+        else:
+            loop = (RawLoop if args.which == "raw" else BareEngineLoop)(settings, group, topics)
+            asyncio.run(loop.run())
+    finally:
+        if profiler:
+            profiler.disable()
+            profiler.dump_stats(str(args.profile))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Settings are validated when built, and reach faust in a spelling it accepts."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from hub.settings import Settings
+from hub.streams.app import faust_log_level
+
+
+@pytest.mark.parametrize("level, spelled", [("WARNING", "warn"), ("warning", "warn"), ("CRITICAL", "crit"),
+                                            ("INFO", "info"), ("DEBUG", "debug"), ("ERROR", "error")])
+def test_log_levels_reach_faust_in_its_spelling(level: str, spelled: str) -> None:
+    """Python's level names become the ones faust's --loglevel accepts (it refuses 'warning')."""
+    assert faust_log_level(Settings(log_level=level).log_level) == spelled
+
+
+def test_unknown_log_level_is_refused_when_settings_are_built() -> None:
+    """A misspelt level fails at start-up, naming the variable, instead of inside faust."""
+    with pytest.raises(ValidationError, match="ORDERHUB_LOG_LEVEL"):
+        Settings(log_level="loud")
+
+
+def test_environment_points_the_hub_at_any_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORDERHUB_BOOTSTRAP_SERVERS is read from the environment; an empty value is refused."""
+    monkeypatch.setenv("ORDERHUB_BOOTSTRAP_SERVERS", "broker-1:9092,broker-2:9092")
+    assert Settings().bootstrap_servers == "broker-1:9092,broker-2:9092"
+    monkeypatch.setenv("ORDERHUB_BOOTSTRAP_SERVERS", " , ")
+    with pytest.raises(ValidationError, match="at least one host:port"):
+        Settings()
