@@ -461,8 +461,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated subset of {','.join(MEASUREMENTS)} ('none': only --profile)")
     parser.add_argument("--profile", action="store_true",
                         help="also run the bare loop under cProfile and print where its time goes")
-    parser.add_argument("--worker-log-level", default="warn",
-                        help="ORDERHUB_LOG_LEVEL of the faust workers (faust accepts crit/error/warn/info/debug)")
+    parser.add_argument("--worker-log-level", default="info",
+                        help="ORDERHUB_LOG_LEVEL of the faust workers (default info, the hub's default: at warn "
+                             "and above faust's spinner turns the root logger to DEBUG, ~25%% fewer proposals/s here)")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the faust workers, e.g. PRODUCER_LINGER=0.005 "
                              "(faust reads its settings from the environment); repeatable")

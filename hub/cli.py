@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     orders.set_defaults(func=_orders)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")
-    bench.add_argument("which", choices=["engine", "serde"])
+    bench.add_argument("which", choices=["engine"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
     return parser
