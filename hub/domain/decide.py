@@ -13,7 +13,9 @@ The rules (../shared/DOMAIN.md):
    paths, values and permissions are checked first; any error rejects the proposal whole,
    with every error named. Nothing is ever half-applied.
 3. No order yet: only a CREATE by a permitted creator makes one (version 1, a new order
-   number), and only with the mandatory fields. An UPDATE to an unknown order is rejected.
+   number), and only with the mandatory fields; its status starts at DRAFT, and the external
+   reference it names the order by is the order's first cross-reference. An UPDATE to an
+   unknown order is rejected.
 4. An existing order: ``base_version`` newer than the current version is rejected.
    Fields the proposal changes that were also changed since ``base_version``, to another
    value, are conflicts; the same value on both sides converges; the rest merges cleanly.
@@ -37,12 +39,12 @@ from typing import Callable
 
 from hub.domain import lifecycle
 from hub.domain.fields import (
-    DELETE_PATH, LINE_REQUIRED, STATUS_PATH, format_timestamp, kind_of, line_of, load_json,
+    DELETE_PATH, LINE_REQUIRED, STATUS_PATH, canonical_json, format_timestamp, kind_of, line_of, load_json,
 )
 from hub.domain.order import FieldState, OrderState, merge_refs
 from hub.domain.rules import MANUAL, Rules
 from hub.events import (
-    ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy, FieldConflict, FieldDiff,
+    ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy, ExternalRef, FieldConflict, FieldDiff,
     FieldError, Instruction, OrderChange, OrderConflict, OrderRejection, OrderRelease, OrderSnapshot,
     ProposalIntent, RejectionReason, ReleaseLine, Writer,
 )
@@ -228,12 +230,20 @@ def _create(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
             at: dt.datetime, order_number: str) -> Decision:
     when = format_timestamp(at)
     system, actor = proposal.source_system, proposal.actor.id
+    if changes.get(STATUS_PATH) is None:  # the lifecycle starts at DRAFT, in the state and the audit alike
+        changes = {**changes, STATUS_PATH: canonical_json("DRAFT")}
     fields = {p: FieldState(v, 1, system, actor) for p, v in changes.items() if v is not None}
     created = replace(state, version=1, order_number=order_number, created_at=when, updated_at=when, fields=fields,
-                      external_refs=tuple(merge_refs((), proposal.external_refs))).remember(proposal.event_id)
+                      external_refs=tuple(merge_refs((), _named_by(proposal)))).remember(proposal.event_id)
     diffs = [FieldDiff(field=p, before=None, after=v) for p, v in sorted(changes.items()) if v is not None]
     return _accepted(DecisionKind.CREATED, ChangeOutcome.CREATED, state, created, proposal, diffs,
                      list(created.external_refs), at)
+
+
+def _named_by(proposal: ChangeProposal) -> list[ExternalRef]:
+    """The references a creation makes known: the one it names the order by, then those it attaches."""
+    named = proposal.order_ref.external
+    return [named, *proposal.external_refs] if named is not None else list(proposal.external_refs)
 
 
 def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str | None], base: int,

@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 import yaml
 
-from hub.domain.decide import DecisionKind
+from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.fields import rule_path
 from hub.domain.order import HISTORY_DEPTH, OrderState
-from hub.events import (Actor, ConflictOutcome, ConflictPolicy, Customer, Instruction, LifecycleStatus,
-                        RejectionReason, ReleaseLine, Writer)
+from hub.events import (Actor, ChangeProposal, ConflictOutcome, ConflictPolicy, Customer, Instruction, LifecycleStatus,
+                        OrderRef, RejectionReason, ReleaseLine, Writer)
 from hub.settings import PROJECT_DIR
 from tests.domain_helpers import (AT, ORDER_ID, RULES, OrderNumbers, creation, decide_one, proposal, ref, run,
                                   valid_creation, value_of)
@@ -110,17 +110,34 @@ def test_every_permitted_creator_can_create_an_order(creator: str) -> None:
 
 
 def test_creation_assigns_one_order_number_and_version_1() -> None:
-    """A creation takes exactly one order number and makes version 1 with every field written at version 1."""
+    """A creation takes exactly one order number and makes version 1 with every field written at version 1,
+    the lifecycle status DRAFT included (in the state and in the audit's diffs)."""
     numbers = OrderNumbers(start=123)
     decision = decide_one(None, creation(), numbers)
     state = decision.state
     assert numbers.issued == ["ORD-2026-000123"] == [state.order_number]
     assert state.version == 1 and decision.change.previous_version == 0 and decision.change.base_version == 0
-    assert {p: s.version for p, s in state.fields.items()} == {p: 1 for p in valid_creation()}
+    assert {p: s.version for p, s in state.fields.items()} == {p: 1 for p in [*valid_creation(), "status"]}
     assert state.created_at == state.updated_at == "2026-03-02T09:30:00.000Z"
-    assert [d.before for d in decision.change.diffs] == [None] * len(valid_creation())
+    assert [d.before for d in decision.change.diffs] == [None] * (len(valid_creation()) + 1)
+    assert {d.field: d.after for d in decision.change.diffs}["status"] == '"DRAFT"'
+    assert decision.snapshot.status == "DRAFT"
     assert decision.change.record_id == "create-1:change" and decision.change.accepted_at == AT
 
+
+
+def test_the_reference_a_creation_names_the_order_by_is_its_first_cross_reference() -> None:
+    """Created by CRM/Opportunity/OPP-9 without listing it: the order still knows OPP-9, once, first."""
+    opp, erp = ref("CRM", "Opportunity", "OPP-9"), ref("CRM", "Account", "ACC-1")
+    named = creation().model_copy(update={"order_ref": OrderRef(external=opp)})
+
+    def create(prop: ChangeProposal) -> Decision:
+        return decide(None, prop, order_id=ORDER_ID, rules=RULES, at=AT, next_order_number=OrderNumbers())
+
+    decision = create(named.model_copy(update={"external_refs": [erp, opp]}))
+    assert decision.state.external_refs == (opp, erp) and decision.change.external_refs_added == [opp, erp]
+    assert create(named).state.external_refs == (opp,)
+    assert decide_one(None, creation(refs=[erp])).state.external_refs == (erp,)  # named by order id: nothing more
 
 # --- provenance per field -------------------------------------------------------------
 

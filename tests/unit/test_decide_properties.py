@@ -222,7 +222,9 @@ def check_against_model(run: Run) -> dict[str, OrderModel]:
             path for path, value in proposed.items()
             if value != model.values.get(path) and (path not in got or got[path].outcome == ConflictOutcome.PROPOSED_WON)
         }
-        if not existed:
+        if not existed:  # a creation writes every value it names, and the lifecycle starts at DRAFT
+            if proposed.get(STATUS_PATH) is None:
+                proposed[STATUS_PATH] = '"DRAFT"'
             expected_diffs = {p for p, v in proposed.items() if v is not None}
         assert {d.field for d in change.diffs} == expected_diffs, where
         assert change.version == model.version + 1 and change.previous_version == model.version, where
