@@ -93,6 +93,12 @@ def _orders(args: argparse.Namespace) -> int:
     return 0
 
 
+def _propose(args: argparse.Namespace) -> int:
+    from hub.propose import propose_file
+
+    return propose_file(get_settings(), args.file, wait_s=None if args.no_wait else args.timeout)
+
+
 def _bench(args: argparse.Namespace) -> int:
     sys.argv = [f"bench/{args.which}.py", *args.bench_args]
     runpy.run_path(str(PROJECT_DIR / "bench" / f"{args.which}.py"), run_name="__main__")
@@ -128,8 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     orders = sub.add_parser("orders", help="read orders from the read model")
     orders.add_argument("action", choices=["show", "history"])
-    orders.add_argument("order", help="order id or order number")
+    orders.add_argument("order", help="order id, order number or external reference (SYSTEM/Type/id)")
     orders.set_defaults(func=_orders)
+
+    propose = sub.add_parser("propose", help="send one change proposal (JSON) and print the hub's decision")
+    propose.add_argument("file", help="the proposal as JSON (see deploy/local/examples/); - reads standard input")
+    propose.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the decision")
+    propose.add_argument("--no-wait", action="store_true", help="send and return without waiting")
+    propose.set_defaults(func=_propose)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")
     bench.add_argument("which", choices=["engine"])

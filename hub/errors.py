@@ -9,6 +9,7 @@
      │    └── UndecodableRecord
      └── FatalError              configuration or declaration is wrong: stop and say why
           ├── ConfigError
+          ├── InvalidInput
           ├── SchemaError
           │    └── IncompatibleSchema
           └── TopicDeclarationError
@@ -73,6 +74,10 @@ class FatalError(OrderhubError):
 
 class ConfigError(FatalError):
     """A setting or a local installation is unusable."""
+
+
+class InvalidInput(FatalError):
+    """What a person handed the command line (a proposal file) is not valid; nothing was sent."""
 
 
 class SchemaError(FatalError):

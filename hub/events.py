@@ -139,6 +139,11 @@ class OrderRef(_Event):
     order_id: str | None = Field(None, description="Hub order id, when the writer knows it.")
     external: ExternalRef | None = Field(None, description="External reference to resolve.")
 
+    @property
+    def key(self) -> str | None:
+        """The proposal's Kafka key: the hub order id, else the external reference (``SYSTEM/Type/id``)."""
+        return self.order_id or (self.external.key if self.external is not None else None)
+
 
 class FieldDiff(_Event):
     """Before and after of one field in an accepted change."""

@@ -21,7 +21,7 @@ import json
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from sqlalchemy import (Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text,
                         TypeDecorator, create_engine, event, func, or_, select)
@@ -340,6 +340,11 @@ def show_order_text(settings: Settings, order: str) -> str:
     return "\n".join([*header, "", *(table if o["lines"] else ["no lines"])])
 
 
+def diff_text(diff: Mapping[str, Any]) -> str:
+    """One field of an accepted change for a person: ``path: before -> after`` (JSON; absent is null)."""
+    return f"{diff['field']}: {diff['before'] or 'null'} -> {diff['after'] or 'null'}"
+
+
 def history_text(settings: Settings, order: str) -> str:
     """``orderhub orders history``: one line per version, then each field's before -> after."""
     with _open(settings) as model:
@@ -353,7 +358,7 @@ def history_text(settings: Settings, order: str) -> str:
         base = "" if r["base_version"] == r["previous_version"] else f"  (based on v{r['base_version']})"
         out.append(f"v{r['version']}  {r['accepted_at'].isoformat()}  {r['actor_id']}/{r['actor_role']}  "
                    f"via {r['source_system']}  {r['outcome']}{base}")
-        out.extend(f"      {d['field']}: {d['before'] or 'null'} -> {d['after'] or 'null'}" for d in r["diffs"])
+        out.extend(f"      {diff_text(d)}" for d in r["diffs"])
     return "\n".join(out if rows else [*out, "no recorded changes"])
 
 

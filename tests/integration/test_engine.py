@@ -13,10 +13,11 @@ import pytest
 
 from hub.errors import UndecodableRecord
 from hub.events import ChangeProposal, ExternalRef, OrderRef
+from hub.propose import propose_file
 from hub.readmodel import ReadModel
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec
-from hub.settings import Settings
+from hub.settings import PROJECT_DIR, Settings
 from hub.streams.core import TopicNames, order_id_for_reference
 from tests.domain_helpers import creation, proposal, ref
 from tests.services import namespaced_settings
@@ -58,9 +59,7 @@ async def send(settings: Settings, *proposals: ChangeProposal | bytes, key: byte
         if isinstance(item, bytes):
             records.append((key, item, now_ms))
             continue
-        order_ref = item.order_ref
-        record_key = order_ref.order_id or order_ref.external.key
-        records.append((record_key.encode(), CODEC.encode("change_proposal", item.to_avro()), now_ms))
+        records.append((item.order_ref.key.encode(), CODEC.encode("change_proposal", item.to_avro()), now_ms))
     await produce(settings, topics_of(settings).proposals, records)
 
 
@@ -276,3 +275,31 @@ async def test_read_model_has_the_order_and_its_history(engine: Settings) -> Non
     assert row["customer_name"] == "Projected GmbH" and row["version"] == 2
     assert [line["material_id"] for line in row["lines"]] == ["MAT-100"]
     assert model.history(order)[1]["diffs"][0]["after"] == '"Projected GmbH"'
+
+
+async def test_propose_command_walks_the_examples(engine: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    """`orderhub propose` on deploy/local/examples: the CRM creation is created, the ERP confirmation
+    applied (exit 0), the shop floor's cancel refused with the rule named (exit 1); a re-sent file with
+    its own event id is decided again, never a second order."""
+    examples = PROJECT_DIR / "deploy" / "local" / "examples"
+
+    def run(name: str) -> tuple[int, str]:
+        code = propose_file(engine, str(examples / name), wait_s=60)
+        return code, capsys.readouterr().out
+
+    code, out = await asyncio.to_thread(run, "create-order.json")
+    assert code == 0 and out.startswith("CREATED: ORD-") and "version 1" in out
+    assert "(order id fb0bbf2d-21e6-54e2-b75c-ead36a1f09fb)" in out  # derived from CRM/Opportunity/OPP-4711
+    assert 'status: null -> "DRAFT"' in out and 'lines.10.quantity: null -> "250.000"' in out
+    code, out = await asyncio.to_thread(run, "erp-confirms.json")
+    assert code == 0 and out.startswith("APPLIED: ORD-") and "version 2" in out
+    assert 'status: "DRAFT" -> "CONFIRMED"' in out
+    code, out = await asyncio.to_thread(run, "mes-cancels.json")
+    assert code == 1 and out.startswith("REJECTED PERMISSION_DENIED")
+    assert "status: MES:supervisor may not move the order from CONFIRMED to CANCELLED" in out
+    code, out = await asyncio.to_thread(run, "create-order.json")
+    assert code == 0 and "fb0bbf2d-21e6-54e2-b75c-ead36a1f09fb" in out and "version 3" in out
+    model = ReadModel(engine.read_model_url)
+    await poll_until(lambda: model.versions("fb0bbf2d-21e6-54e2-b75c-ead36a1f09fb") == [1, 2, 3], 30,
+                     "versions 1-3 of the example order in the read model")
+    assert model.resolve("ERP/A_SalesOrder/4500012345") == "fb0bbf2d-21e6-54e2-b75c-ead36a1f09fb"

@@ -185,7 +185,7 @@ def topics_carrying(settings: Settings, schema_name: str) -> list[str]:
 def message_key(event: _Event) -> bytes:
     """The string key topics.yaml declares: the hub order id, or the proposal's reference."""
     if isinstance(event, ChangeProposal):
-        return event.order_ref.external.key.encode()
+        return event.order_ref.key.encode()
     return event.order_id.encode()
 
 

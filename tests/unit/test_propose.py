@@ -1,0 +1,75 @@
+"""`orderhub propose` reads what a person wrote: conveniences filled in, mistakes named, nothing sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from hub.errors import InvalidInput
+from hub.events import ProposalIntent
+from hub.propose import Outcome, load_proposal
+from hub.settings import PROJECT_DIR
+from hub.streams.core import TopicNames
+
+NOW = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.timezone.utc)
+EXAMPLES = PROJECT_DIR / "deploy" / "local" / "examples"
+
+
+def test_every_example_is_a_valid_proposal_keyed_as_connectors_key() -> None:
+    keys = {p.name: load_proposal(p.read_text(), NOW).order_ref.key for p in sorted(EXAMPLES.glob("*.json"))}
+    assert keys == {"create-order.json": "CRM/Opportunity/OPP-4711", "erp-confirms.json": "CRM/Opportunity/OPP-4711",
+                    "mes-cancels.json": "fb0bbf2d-21e6-54e2-b75c-ead36a1f09fb"}
+
+
+def test_plain_values_become_canonical_json_and_defaults_are_filled() -> None:
+    proposal = load_proposal((EXAMPLES / "create-order.json").read_text(), NOW)
+    assert proposal.intent == ProposalIntent.CREATE and proposal.base_version == 0
+    assert proposal.occurred_at == NOW and len(proposal.event_id) == 36
+    values = {c.field: c.value for c in proposal.changes}
+    assert values["lines.10.quantity"] == '"250"'
+    assert values["instructions"] == '[{"key":"coating","text":"zinc 12 um"}]'
+    assert load_proposal((EXAMPLES / "create-order.json").read_text(), NOW).event_id != proposal.event_id
+
+
+def test_the_wire_form_of_changes_is_taken_as_it_is() -> None:
+    doc = {"event_id": "e-1", "order_ref": {"order_id": "O-1"}, "base_version": 3, "source_system": "ERP",
+           "actor": {"id": "x", "role": "connector"}, "occurred_at": "2026-12-01T10:00:00+00:00",
+           "changes": [{"field": "amounts.net", "value": '"12.50"'}]}
+    proposal = load_proposal(json.dumps(doc))
+    assert proposal.event_id == "e-1" and proposal.base_version == 3
+    assert [(c.field, c.value) for c in proposal.changes] == [("amounts.net", '"12.50"')]
+
+
+@pytest.mark.parametrize("text, names", [
+    ("{", "not JSON"),
+    ("[]", "must be a JSON object"),
+    ('{"order_ref": {}, "source_system": "CRM", "actor": {"id": "a", "role": "sales"}, "changes": {}}', "names no order"),
+    ('{"order_ref": {"order_id": "O-1"}, "actor": {"id": "a", "role": "sales"}, "changes": {}}', "source_system"),
+    ('{"order_ref": {"order_id": "O-1"}, "source_system": "CRM", "actor": {"id": "a"}, "changes": {}}', "actor.role"),
+    ('{"order_ref": {"order_id": "O-1"}, "source_system": "CRM", "actor": {"id": "a", "role": "s"}, "changes": {},'
+     ' "colour": "red"}', "colour"),
+])
+def test_mistakes_are_named(text: str, names: str) -> None:
+    with pytest.raises(InvalidInput, match=names):
+        load_proposal(text, NOW)
+
+
+def test_a_resolved_conflict_waits_for_its_change_and_prints_both() -> None:
+    topics = TopicNames()
+    conflict = {"event_id": "e", "order_number": "ORD-1", "base_version": 1, "current_version": 2, "parked": False,
+                "resulting_version": 3, "fields": [{"field": "customer.name", "outcome": "PROPOSED_WON",
+                                                    "policy": "OWNER_WINS", "current_value": '"A"', "proposed_value": '"B"'}]}
+    change = {"event_id": "e", "outcome": "RESOLVED", "order_number": "ORD-1", "version": 3, "order_id": "O-1",
+              "diffs": [{"field": "customer.name", "before": '"A"', "after": '"B"'}]}
+    outcome = Outcome(topics, {topics.conflicts: conflict})
+    assert not outcome.complete
+    outcome.records[topics.changes] = change
+    assert outcome.complete and outcome.accepted
+    assert outcome.text().splitlines() == [
+        "RESOLVED: ORD-1 version 3 (order id O-1)", '  customer.name: "A" -> "B"',
+        "CONFLICT: ORD-1 (base version 1, current 2)",
+        '  customer.name: PROPOSED_WON by OWNER_WINS (current "A", proposed "B")']
+    parked = Outcome(topics, {topics.conflicts: {**conflict, "parked": True, "resulting_version": None}})
+    assert parked.complete and not parked.accepted and parked.text().startswith("PARKED for a person: ORD-1")
