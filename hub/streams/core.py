@@ -165,7 +165,8 @@ class Engine:
                   if committed_offset is None or item[1] >= committed_offset][-(OUTBOX_LIMIT - 1):]
         made_version = decision.state.version if decision.accepted else None
         outbox.append([proposal.event_id, record.offset, made_version,
-                       [[o.topic, base64.b64encode(o.value).decode()] for o in outputs if o.topic != self.topics.state]])
+                       [[o.topic, base64.b64encode(o.value).decode()] + ([o.key.decode()] if o.key != key else [])
+                        for o in outputs if o.topic != self.topics.state]])
         table[key] = json.dumps({"state": decision.state.to_dict(), "out": outbox}, separators=(",", ":")).encode()
         return outputs
 
@@ -173,7 +174,9 @@ class Engine:
         for decided_id, _offset, version, records in entry.get("out", []):
             if decided_id == event_id:
                 key = state.order_id.encode()
-                outputs = [Outbound(topic, key, base64.b64decode(value)) for topic, value in records]
+                # [topic, value] keyed by the order; [topic, value, key] otherwise (a reference link)
+                outputs = [Outbound(item[0], item[2].encode() if len(item) > 2 else key, base64.b64decode(item[1]))
+                           for item in records]
                 if version is not None and version == state.version:
                     # The state topic keeps only the latest: re-send it only from the proposal that made it.
                     outputs.append(self._out(self.topics.state, key, state.to_snapshot()))

@@ -138,11 +138,13 @@ class WorkerProcess:
                 pass
         return self
 
-    def kill(self) -> None:
-        """SIGKILL: no flush, no commit, no goodbye to the group."""
+    def kill(self) -> int | None:
+        """SIGKILL: no flush, no commit, no goodbye to the group. Returns the exit status:
+        ``-SIGKILL`` if the worker was alive, whatever it had ended with otherwise."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=30)
+        return self.process.returncode if self.process else None
 
     def stop(self) -> None:
         """SIGTERM and wait (SIGKILL after 30 s)."""
