@@ -1,4 +1,4 @@
-"""The ``orderhub`` command.
+"""orderhub: the order-integration hub's command line.
 
 Each sub-command imports its module only when it runs, so ``orderhub kafka up`` does not
 pay for faust, and nothing happens at import time.
@@ -20,7 +20,10 @@ def _kafka(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     if args.action == "up":
-        print(localkafka.up(settings, nodes=args.nodes))
+        bootstrap = localkafka.up(settings, nodes=args.nodes)
+        print(bootstrap)
+        if bootstrap != settings.bootstrap_servers:
+            print(f"point orderhub at it: export ORDERHUB_BOOTSTRAP_SERVERS={bootstrap}", file=sys.stderr)
         return 0
     if args.action == "down":
         stopped = localkafka.down(settings)
@@ -85,12 +88,30 @@ def _run(args: argparse.Namespace) -> int:
 def _orders(args: argparse.Namespace) -> int:
     from hub import readmodel
 
-    settings = get_settings()
-    if args.action == "show":
-        print(readmodel.show_order_text(settings, args.order))
-    else:
-        print(readmodel.history_text(settings, args.order))
+    text = {"show": readmodel.show_order_text, "history": readmodel.history_text,
+            "conflicts": readmodel.conflicts_text}[args.action]
+    try:
+        print(text(get_settings(), args.order))
+    except readmodel.OrderNotFound as exc:
+        print(f"orderhub: {exc.args[0]}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _postgres(args: argparse.Namespace) -> int:
+    from hub import localpg
+
+    settings = get_settings()
+    if args.action == "up":
+        print(localpg.up(settings, port=args.port or localpg.DEFAULT_PORT))
+        return 0
+    if args.action == "down":
+        stopped = localpg.down(settings)
+        print(f"stopped local PostgreSQL" + (f": pid {stopped[0]}" if stopped else " (it was not running)"))
+        return 0
+    report = localpg.status(settings)
+    print(report.text())
+    return 0 if report.running else 3
 
 
 def _propose(args: argparse.Namespace) -> int:
@@ -107,13 +128,18 @@ def _bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``orderhub`` command."""
-    parser = argparse.ArgumentParser(prog="orderhub", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="orderhub", description=__doc__.splitlines()[0].split(": ", 1)[1])
     sub = parser.add_subparsers(dest="command", required=True)
 
     kafka = sub.add_parser("kafka", help="run a real local Apache Kafka (KRaft) from Maven Central")
     kafka.add_argument("action", choices=["up", "down", "status"])
     kafka.add_argument("--nodes", type=int, choices=[1, 3], default=1, help="combined broker+controller nodes")
     kafka.set_defaults(func=_kafka)
+
+    postgres = sub.add_parser("postgres", help="a local PostgreSQL (Debian's packages) for the read model")
+    postgres.add_argument("action", choices=["up", "down", "status"])
+    postgres.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 for up (default 55432)")
+    postgres.set_defaults(func=_postgres)
 
     topics = sub.add_parser("topics", help="bring the cluster's topics up to topics.yaml")
     topics.add_argument("action", choices=["apply", "check"])
@@ -133,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=_worker)
 
     orders = sub.add_parser("orders", help="read orders from the read model")
-    orders.add_argument("action", choices=["show", "history"])
+    orders.add_argument("action", choices=["show", "history", "conflicts"])
     orders.add_argument("order", help="order id, order number or external reference (SYSTEM/Type/id)")
     orders.set_defaults(func=_orders)
 

@@ -6,7 +6,8 @@
      ├── RetriableError          try again later: the outside world is not ready yet
      │    └── BrokerUnavailable
      ├── DeadLetterError         this record can never succeed: send it to the dead-letter topic
-     │    └── UndecodableRecord
+     │    ├── UndecodableRecord
+     │    └── ReferenceTaken
      └── FatalError              configuration or declaration is wrong: stop and say why
           ├── ConfigError
           ├── InvalidInput
@@ -66,6 +67,10 @@ class UndecodableRecord(DeadLetterError):
     def at(self, topic: str, partition: int, offset: int) -> "UndecodableRecord":
         """The same error, now naming where the record was read from."""
         return UndecodableRecord(self.reason, topic=topic, partition=partition, offset=offset)
+
+
+class ReferenceTaken(DeadLetterError):
+    """An external id another order already has was attached to a second order: the first keeps it."""
 
 
 class FatalError(OrderhubError):

@@ -141,8 +141,11 @@ class OrderRef(_Event):
 
     @property
     def key(self) -> str | None:
-        """The proposal's Kafka key: the hub order id, else the external reference (``SYSTEM/Type/id``)."""
-        return self.order_id or (self.external.key if self.external is not None else None)
+        """The proposal's Kafka key: the hub order id, else the external reference (``SYSTEM/Type/id``);
+        None when it names neither (a blank order id names nothing)."""
+        if self.order_id is not None and self.order_id.strip():
+            return self.order_id
+        return self.external.key if self.external is not None else None
 
 
 class FieldDiff(_Event):

@@ -115,9 +115,17 @@ def up(settings: Settings, nodes: int = 1) -> str:
         dirs[i].mkdir(parents=True, exist_ok=True)
         (dirs[i] / "server.properties").write_text(_server_properties(settings, nodes, i, dirs[i]))
     _format(settings, libs, [dirs[i] for i in start], _cluster_id(dirs))
-    for i in start:
-        _start_node(settings, libs, dirs[i])
+    try:
+        for i in start:
+            _start_node(settings, libs, dirs[i])
+        _wait_started(bootstrap, nodes, dirs)
+    except BaseException:  # a half-started cluster is no use to anyone: leave no JVM behind
+        _stop([dirs[i] for i in start])
+        raise
+    return bootstrap
 
+
+def _wait_started(bootstrap: str, nodes: int, dirs: list[Path]) -> None:
     def check_alive() -> None:  # a node that died will never join: fail now, with its log
         for d in dirs:
             if not _node_pid(d):
@@ -129,12 +137,14 @@ def up(settings: Settings, nodes: int = 1) -> str:
     except BrokerUnavailable as exc:
         tails = "\n".join(f"--- {d / 'kafka.log'}\n{_tail(d / 'kafka.log', 15)}" for d in dirs)
         raise ConfigError(f"{exc}\n{tails}") from None
-    return bootstrap
 
 
 def down(settings: Settings) -> list[int]:
     """Stop every local cluster under ``state_dir`` (SIGTERM, then SIGKILL); return the PIDs."""
-    dirs = sorted(settings.state_dir.glob("kafka-*node/node-*"))
+    return _stop(sorted(settings.state_dir.glob("kafka-*node/node-*")))
+
+
+def _stop(dirs: list[Path]) -> list[int]:
     pids = [pid for pid in map(_node_pid, dirs) if pid]
     for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
         for pid in pids:  # SIGTERM first: a controlled shutdown flushes and leaves the quorum

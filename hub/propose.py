@@ -47,7 +47,7 @@ from hub.streams.core import TopicNames
 def load_proposal(text: str, now: dt.datetime | None = None) -> ChangeProposal:
     """A ``ChangeProposal`` from the JSON a person wrote; ``InvalidInput`` says what is wrong."""
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, object_pairs_hook=_refuse_repeated_keys)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"the proposal is not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -65,6 +65,13 @@ def load_proposal(text: str, now: dt.datetime | None = None) -> ChangeProposal:
     if proposal.order_ref.key is None:
         raise InvalidInput("order_ref names no order: give order_id or an external reference")
     return proposal
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if repeated := sorted({key for key in keys if keys.count(key) > 1}):
+        raise InvalidInput(f"the proposal names {', '.join(repeated)} more than once in one object")
+    return dict(pairs)
 
 
 @dataclass
@@ -93,6 +100,8 @@ class Outcome:
         if (r := self.records.get(self.topics.changes)) is not None:
             lines.append(f"{r['outcome']}: {r['order_number']} version {r['version']} (order id {r['order_id']})")
             lines += [f"  {diff_text(d)}" for d in r["diffs"]]
+            lines += [f"  + cross-reference {x['system']}/{x['object_type']}/{x['external_id']}"
+                      for x in r["external_refs_added"]]
         if (r := self.records.get(self.topics.conflicts)) is not None:
             what = "PARKED for a person" if r["parked"] else "CONFLICT"
             lines.append(f"{what}: {r['order_number']} (base version {r['base_version']}, current {r['current_version']})")
@@ -100,8 +109,15 @@ class Outcome:
                       f"proposed {f['proposed_value']})" for f in r["fields"]]
         if (r := self.records.get(self.topics.rejections)) is not None:
             lines.append(f"REJECTED {r['reason']}" + (f": order id {r['order_id']}" if r["order_id"] else ""))
-            lines += [f"  {e['field'] or '(proposal)'}: {e['message']} [{e['rule']}]" for e in r["errors"]]
+            lines += [f"  {_error_text(e)} [{e['rule']}]" for e in r["errors"]]
         return "\n".join(lines)
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    field, message = error["field"], error["message"]
+    if field is None:
+        return f"(proposal): {message}"
+    return message if message.startswith(f"{field}: ") else f"{field}: {message}"
 
 
 async def propose(settings: Settings, proposal: ChangeProposal, *, wait_s: float | None = 30.0) -> Outcome | None:

@@ -208,8 +208,10 @@ class ReadModel:
         stmt = self._insert(order_xrefs)
         stmt = stmt.on_conflict_do_update(
             index_elements=["system", "object_type", "external_id"],
-            set_={"order_id": stmt.excluded.order_id,  # a later ref without a number keeps the known one
-                  "external_number": func.coalesce(stmt.excluded.external_number, order_xrefs.c.external_number)})
+            # a reference stays with the order it was first recorded for (the resolver keeps the same
+            # rule); a later record without a number keeps the known one
+            set_={"external_number": func.coalesce(stmt.excluded.external_number, order_xrefs.c.external_number)},
+            where=order_xrefs.c.order_id == stmt.excluded.order_id)
         conn.execute(stmt, list(rows.values()))
 
     # --- readers ----------------------------------------------------------------------
@@ -258,6 +260,14 @@ class ReadModel:
         with self.engine.connect() as conn:
             return list(conn.execute(select(order_history.c.version).where(order_history.c.order_id == order_id)
                                      .order_by(order_history.c.version)).scalars())
+
+    def conflicts(self, order_id: str) -> list[dict[str, Any]]:
+        """The order's recorded conflicts, parked ones first, then newest first; ``fields`` decoded."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(order_conflicts).where(order_conflicts.c.order_id == order_id)
+                                .order_by(order_conflicts.c.parked.desc(), order_conflicts.c.decided_at.desc(),
+                                          order_conflicts.c.record_id)).mappings().all()
+        return [{**r, "fields": json.loads(r["fields"])} for r in rows]
 
     def all_order_versions(self) -> dict[str, list[int]]:
         """Every order id with its recorded versions, ascending: what gaplessness checks read."""
@@ -319,7 +329,8 @@ def show_order_text(settings: Settings, order: str) -> str:
         try:
             o = model.get_order(order)
         except OrderNotFound as exc:
-            return _not_found(settings, order, exc)
+            raise _not_found(settings, order, exc) from None
+        parked = [c for c in model.conflicts(o["order_id"]) if c["parked"]]
     money = "  ".join(f"{label} {_v(o[f'amount_{key}'])}" for key, label in
                       (("net", "net"), ("tax", "tax"), ("gross", "gross"), ("crm_expected", "crm expected")))
     refs = ", ".join(f"{r['system']}/{r['object_type']}/{r['external_id']}"
@@ -334,6 +345,8 @@ def show_order_text(settings: Settings, order: str) -> str:
         f"updated at  {o['updated_at'].isoformat()}",
         f"external    {refs or '-'}",
     ]
+    if parked:
+        header.append(f"conflicts   {len(parked)} parked, waiting for a person: orderhub orders conflicts {o['order_number']}")
     table = _table(["line", "material", "rev", "quantity", "unit", "confirmed", "good", "scrap"],
                    [[ln["line_no"], ln["material_id"], ln["material_revision"], ln["quantity"], ln["unit"],
                      ln["confirmed_quantity"], ln["good_quantity"], ln["scrap_quantity"]] for ln in o["lines"]])
@@ -352,7 +365,7 @@ def history_text(settings: Settings, order: str) -> str:
             order_id = model.resolve(order)
             rows = model.history(order_id)
         except OrderNotFound as exc:
-            return _not_found(settings, order, exc)
+            raise _not_found(settings, order, exc) from None
     out = [f"history of order {rows[0]['order_number'] if rows else order}  (id {order_id})"]
     for r in rows:
         base = "" if r["base_version"] == r["previous_version"] else f"  (based on v{r['base_version']})"
@@ -360,6 +373,27 @@ def history_text(settings: Settings, order: str) -> str:
                    f"via {r['source_system']}  {r['outcome']}{base}")
         out.extend(f"      {diff_text(d)}" for d in r["diffs"])
     return "\n".join(out if rows else [*out, "no recorded changes"])
+
+
+def conflicts_text(settings: Settings, order: str) -> str:
+    """``orderhub orders conflicts``: every conflict recorded for the order, parked ones first."""
+    with _open(settings) as model:
+        try:
+            order_id = model.resolve(order)
+        except OrderNotFound as exc:
+            raise _not_found(settings, order, exc) from None
+        rows = model.conflicts(order_id)
+    out = [f"conflicts of order {order_id}: {sum(r['parked'] for r in rows)} parked, {len(rows)} in all"]
+    for r in rows:
+        verdict = "PARKED, waiting for a person" if r["parked"] else (
+            f"decided, made v{r['resulting_version']}" if r["resulting_version"] else "decided, current kept")
+        out.append(f"{r['decided_at'].isoformat()}  proposal {r['event_id']}  base v{r['base_version']} "
+                   f"against v{r['current_version']}  {verdict}")
+        out.extend(f"      {f['field']}: {f['outcome']} by {f['policy']} (owner {f['owner']}): base {f['base_value'] or 'null'}, "
+                   f"current {f['current_value'] or 'null'} by {f['current_writer']['source_system']}, "
+                   f"proposed {f['proposed_value'] or 'null'} by {f['proposed_writer']['source_system']}"
+                   for f in r["fields"])
+    return "\n".join(out)
 
 
 def _open(settings: Settings) -> closing[ReadModel]:
@@ -372,10 +406,10 @@ def _open(settings: Settings) -> closing[ReadModel]:
     return closing(model)
 
 
-def _not_found(settings: Settings, order: str, exc: OrderNotFound) -> str:
+def _not_found(settings: Settings, order: str, exc: OrderNotFound) -> OrderNotFound:
     if isinstance(exc, AmbiguousOrder):
-        return f"{exc}; use the order id"
-    return f"no order {order!r} in the read model at {_safe_url(settings)}"
+        return AmbiguousOrder(f"{exc}; use the order id")
+    return OrderNotFound(f"no order {order!r} in the read model at {_safe_url(settings)}")
 
 
 def _safe_url(settings: Settings) -> str:

@@ -49,6 +49,8 @@ from hub.events import (
     ProposalIntent, RejectionReason, ReleaseLine, Writer,
 )
 
+#: The flag that pauses an order's lifecycle where it is.
+HOLD_PATH = "on_hold"
 #: Fields an order may never lose once created (besides complete lines).
 MANDATORY = ("customer.id", "requested_delivery", "instructions")
 
@@ -110,13 +112,15 @@ def decide(
     system, role = proposal.source_system, proposal.actor.role
     if not state.exists:
         if proposal.intent != ProposalIntent.CREATE:
+            named = proposal.order_ref.external.key if proposal.order_ref.external else order_id
             errors.insert(0, _Error(RejectionReason.UNKNOWN_ORDER, None, "order must exist",
-                                    f"no order {order_id}; only a CREATE proposal makes one"))
-        errors += _permission_errors(rules, changes, "DRAFT", system, role)
+                                    f"no order {named}; only a CREATE proposal makes one"))
+        errors += _permission_errors(rules, changes, "DRAFT", system, role) + _hold_errors(state, changes)
         # every field-level error at once: a missing field is not reported twice when it was invalid
         invalid = {e.field for e in errors}
         if proposal.intent == ProposalIntent.CREATE:
-            errors += [e for e in _completeness_errors(OrderState(order_id), changes, creating=True)
+            touched = {n for n in (line_of(c.field) for c in proposal.changes) if n is not None}
+            errors += [e for e in _completeness_errors(OrderState(order_id), changes, creating=True, lines=touched)
                        if e.field not in invalid]
         if errors:
             return _reject(state, proposal, order_id, errors, at)
@@ -129,7 +133,7 @@ def decide(
     if state.status in lifecycle.FINAL:
         errors.insert(0, _Error(RejectionReason.ORDER_CLOSED, None, "final status",
                                 f"order is {state.status}; it no longer changes"))
-    errors += _permission_errors(rules, changes, state.status, system, role)
+    errors += _permission_errors(rules, changes, state.status, system, role) + _hold_errors(state, changes)
     if errors:
         return _reject(state, proposal, order_id, errors, at)
     return _update(state, proposal, changes, base, rules, at)
@@ -154,6 +158,10 @@ def _proposal_errors(rules: Rules, proposal: ChangeProposal) -> list[_Error]:
     if proposal.base_version < 0:
         errors.append(_Error(RejectionReason.INVALID_VALUE, None, "base_version >= 0",
                              f"base version {proposal.base_version} is negative"))
+    named = proposal.order_ref.external
+    if proposal.intent == ProposalIntent.CREATE and named is not None and system != "HUB" and named.system != system:
+        errors.append(_Error(RejectionReason.PERMISSION_DENIED, "order_ref", "own references only",
+                             f"{system} may not create an order under a reference of {named.system} ({named.key})"))
     for ref in proposal.external_refs:
         if system != "HUB" and ref.system != system:
             errors.append(_Error(RejectionReason.PERMISSION_DENIED, "external_refs", "own references only",
@@ -202,8 +210,24 @@ def _permission_errors(rules: Rules, changes: dict[str, str | None], status: str
     return errors
 
 
-def _completeness_errors(state: OrderState, changes: dict[str, str | None], *, creating: bool) -> list[_Error]:
-    """Mandatory fields present and every touched line complete, as they would be after applying."""
+def _hold_errors(state: OrderState, changes: dict[str, str | None]) -> list[_Error]:
+    """A held order does not move on in its lifecycle (it may still be cancelled); lifting the
+    hold in the same proposal lets the step through."""
+    proposed = load_json(changes.get(STATUS_PATH))
+    held = load_json(changes[HOLD_PATH] if HOLD_PATH in changes else state.value(HOLD_PATH)) is True
+    if not held or proposed in (None, state.status, lifecycle.CANCELLED):
+        return []
+    return [_Error(RejectionReason.ILLEGAL_TRANSITION, STATUS_PATH, "no lifecycle step while on_hold",
+                   f"the order is on hold; it stays {state.status} until on_hold is false")]
+
+
+def _completeness_errors(state: OrderState, changes: dict[str, str | None], *, creating: bool,
+                         lines: set[int] | None = None) -> list[_Error]:
+    """Mandatory fields present and every touched line complete, as they would be after applying.
+
+    ``lines``: line numbers the proposal touched, valid values or not, so a line whose other
+    fields were invalid still has its missing ones named.
+    """
     def after(path: str) -> str | None:
         return changes[path] if path in changes else state.value(path)
 
@@ -211,7 +235,7 @@ def _completeness_errors(state: OrderState, changes: dict[str, str | None], *, c
     for path in MANDATORY:
         if (creating or path in changes) and after(path) in (None, "[]"):
             errors.append(_Error(RejectionReason.MISSING_FIELD, path, "mandatory", f"{path} is mandatory"))
-    lines = {n for n in map(line_of, changes) if n is not None}
+    lines = {n for n in map(line_of, changes) if n is not None} | (lines or set())
     if creating and not lines:
         errors.append(_Error(RejectionReason.MISSING_FIELD, "lines", "mandatory",
                              "an order needs at least one line with material.id, quantity and unit"))

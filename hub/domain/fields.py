@@ -73,6 +73,8 @@ def _decimal(scale: int, minimum: Decimal | None = None, *, exclusive: bool = Fa
             raise ValueError("expected a decimal number (a JSON string like \"12.50\")")
         try:
             exact = Decimal(str(raw))
+            if not exact.is_finite():
+                raise InvalidOperation
             value = exact.quantize(quantum)
         except InvalidOperation:
             raise ValueError(f"not a decimal number: {raw!r}") from None

@@ -15,10 +15,8 @@ Nothing happens at import time: ``create_app`` builds everything from settings.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import sys
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import faust
 from faust.types import EventT
@@ -30,6 +28,7 @@ from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
+from hub.streams.delivery import retrying, stop_hard_if_lost, write_batch
 
 APP_ID = "orderhub-engine"
 #: Every topic the engine uses has this many partitions (topics.yaml); tables follow.
@@ -74,14 +73,14 @@ def create_app(settings: Settings) -> faust.App:
     # bytes keys and values: faust picks its raw codec; the engine owns the encoding.
     orders = app.Table("orders", default=None, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
     references = app.Table("references", default=None, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
-    outputs = {name: app.topic(name, **_RAW) for name in (
-        topics.by_order, topics.changes, topics.state, topics.conflicts, topics.rejections,
-        topics.releases, topics.ref_links, topics.dead_letters)}
 
-    async def publish(records: list[Outbound], timestamp: float) -> None:
+    async def publish(records: list[Outbound], timestamp: float | None) -> None:
+        # straight to the producer (faust's topic.send adds nothing we use), each send watched:
+        # an output Kafka does not take stops the worker before its input offset is committed
         for record in records:
-            await outputs[record.topic].send(key=record.key, value=record.value,
-                                             headers=list(record.headers), timestamp=timestamp)
+            sent = await app.producer.send(record.topic, record.key, record.value, partition=None,
+                                           timestamp=timestamp, headers=list(record.headers))
+            stop_hard_if_lost(sent, f"{record.topic} key {record.key!r}")
 
     def guarded(stage: str, work: Callable[[Inbound], list[Outbound]]):
         """Run one record's work. A retriable failure (the registry is down) is retried, holding the
@@ -89,19 +88,12 @@ def create_app(settings: Settings) -> faust.App:
         async def agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 record = _inbound(event)
-                for attempt in itertools.count():
-                    try:
-                        results = work(record)
-                        break
-                    except RetriableError as exc:
-                        app.log.warning("%s: %s; retrying %s[%s]@%s", stage, exc, record.topic, record.partition,
-                                        record.offset)
-                        await asyncio.sleep(min(30.0, 0.5 * 2 ** attempt))  # back off: the outage is outside
-                    except Exception as exc:  # a bug must not stop the partition: park the record
-                        app.log.exception("%s failed on %s[%s]@%s", stage, record.topic, record.partition,
-                                          record.offset)
-                        results = [dead_letter(topics, record, stage, exc)]
-                        break
+                where = f"{stage} {record.topic}[{record.partition}]@{record.offset}"
+                try:
+                    results = await retrying(lambda: work(record), (RetriableError,), where)
+                except Exception as exc:  # a bug must not stop the partition: park the record
+                    app.log.exception("%s failed", where)
+                    results = [dead_letter(topics, record, stage, exc)]
                 await publish(results, event.message.timestamp)
         agent.__name__ = agent.__qualname__ = stage
         return agent
@@ -116,39 +108,47 @@ def create_app(settings: Settings) -> faust.App:
     app.agent(app.topic(topics.proposals, **_RAW), name="resolve")(
         guarded("resolve", lambda r: engine.resolve(r, references)))
     app.agent(app.topic(topics.ref_links, **_RAW), name="link")(
-        guarded("link", lambda r: engine.link_reference(r, references) or []))
+        guarded("link", lambda r: engine.link_reference(r, references)))
     app.agent(app.topic(topics.by_order, **_RAW), name="decide")(
         guarded("decide", lambda r: engine.decide(r, orders, committed(r))))
 
     if settings.project_read_model:
-        _add_projector(app, settings, codec, topics)
+        _add_projector(app, settings, codec, topics, publish)
     return app
 
 
-def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics: TopicNames) -> None:
-    """Agents that upsert snapshots, changes and conflicts into the SQL read model, in batches."""
+def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics: TopicNames,
+                   publish: Callable[[list[Outbound], float | None], Awaitable[None]]) -> None:
+    """Agents that upsert snapshots, changes and conflicts into the SQL read model, in batches.
+
+    A database outage holds the batch and retries; a row the database refuses goes to the
+    dead-letter topic; nothing is acknowledged before it is written or parked.
+    """
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
     from hub.readmodel import ReadModel
 
     model = ReadModel(settings.read_model_url)
     model.create_schema()
+    outage = (OperationalError, InterfaceError, RetriableError)
 
     def projector(topic: str, schema: str, event_type: Any, write: Callable[[list[Any]], None]):
+        stage = f"project:{schema}"
+
         async def project(stream: faust.StreamT) -> None:
             async for batch in stream.take_events(PROJECT_BATCH, within=PROJECT_WITHIN_S):
                 items, dead = [], []
                 for event in batch:
                     record = _inbound(event)
                     try:
-                        items.append(event_type.from_avro(codec.decode(
+                        decoded = await retrying(lambda: codec.decode(
                             record.value, schema, topic=record.topic, partition=record.partition,
-                            offset=record.offset).value))
+                            offset=record.offset), (RetriableError,), stage)
+                        items.append((record, event_type.from_avro(decoded.value)))
                     except (UndecodableRecord, ValueError) as exc:
-                        dead.append(dead_letter(topics, record, f"project:{schema}", exc))
-                # SQL is blocking: keep it off the event loop so the engine agents keep running.
-                await asyncio.to_thread(write, items)
-                for record in dead:
-                    await app.topic(topics.dead_letters, **_RAW).send(
-                        key=record.key, value=record.value, headers=list(record.headers))
+                        dead.append(dead_letter(topics, record, stage, exc))
+                dead += await write_batch(write, items, stage, topics, outage)
+                await publish(dead, None)
         project.__name__ = project.__qualname__ = f"project_{schema}"
         app.agent(app.topic(topic, **_RAW), name=f"project_{schema}")(project)
 

@@ -29,7 +29,7 @@ from typing import Any, MutableMapping
 from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.order import OrderState
 from hub.domain.rules import Rules
-from hub.errors import UndecodableRecord
+from hub.errors import ReferenceTaken, UndecodableRecord
 from hub.events import ChangeProposal, FieldError, OrderRejection, RejectionReason
 from hub.serde.wire import AvroCodec
 
@@ -122,7 +122,7 @@ class Engine:
         except UndecodableRecord as exc:
             return [dead_letter(self.topics, record, "resolve", exc)]
         ref = proposal.order_ref
-        if ref.order_id:
+        if ref.key is not None and ref.key == ref.order_id:
             order_id = ref.order_id
         elif ref.external is not None:
             linked = references.get(ref.external.key.encode())
@@ -138,10 +138,21 @@ class Engine:
             return [self._out(self.topics.rejections, record.key, rejection)]
         return [Outbound(self.topics.by_order, order_id.encode(), record.value)]
 
-    def link_reference(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> None:
-        """Remember which order an external reference belongs to (key: reference, value: order id)."""
-        if record.key is not None and record.value:
-            references[record.key] = record.value
+    def link_reference(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> list[Outbound]:
+        """Remember which order an external reference belongs to (key: reference, value: order id).
+
+        The first order to claim a reference keeps it: one outside id never routes to two orders.
+        A second order's claim is refused to the dead-letter topic, naming both orders.
+        """
+        if record.key is None or not record.value:
+            return []
+        linked = references.get(record.key)
+        if linked is not None and linked != record.value:
+            error = ReferenceTaken(f"{record.key.decode()} belongs to order {linked.decode()}; "
+                                   f"not re-linked to order {record.value.decode()}")
+            return [dead_letter(self.topics, record, "link", error)]
+        references[record.key] = record.value
+        return []
 
     # --- stage 2: decide -----------------------------------------------------------------
 

@@ -139,6 +139,28 @@ def test_the_reference_a_creation_names_the_order_by_is_its_first_cross_referenc
     assert create(named).state.external_refs == (opp,)
     assert decide_one(None, creation(refs=[erp])).state.external_refs == (erp,)  # named by order id: nothing more
 
+
+def test_a_creation_under_another_systems_reference_is_refused_unless_from_the_hub() -> None:
+    """ERP may not create an order under a CRM opportunity (it names its own ids); the hub's UI may."""
+    opp = ref("CRM", "Opportunity", "OPP-10")
+    for system, role, kind in (("ERP", "connector", DecisionKind.REJECTED), ("HUB", "sales", DecisionKind.CREATED)):
+        prop = creation(system=system, role=role).model_copy(update={"order_ref": OrderRef(external=opp)})
+        decision = decide(None, prop, order_id=ORDER_ID, rules=RULES, at=AT, next_order_number=OrderNumbers())
+        assert decision.kind == kind, system
+    assert [(e.field, e.rule) for e in decision_errors(("ERP", "connector"), opp)] == [("order_ref", "own references only")]
+
+
+def decision_errors(writer: tuple[str, str], named) -> list:
+    prop = creation(system=writer[0], role=writer[1]).model_copy(update={"order_ref": OrderRef(external=named)})
+    return decide(None, prop, order_id=ORDER_ID, rules=RULES, at=AT, next_order_number=OrderNumbers()).rejection.errors
+
+
+def test_an_update_to_an_unknown_order_names_the_reference_it_was_sent_by() -> None:
+    prop = proposal("u-9", {"customer.name": "X"}, base=1).model_copy(
+        update={"order_ref": OrderRef(external=ref("CRM", "Opportunity", "OPP-NOPE"))})
+    decision = decide(None, prop, order_id="c811d56a", rules=RULES, at=AT, next_order_number=OrderNumbers())
+    assert decision.rejection.errors[0].message == "no order CRM/Opportunity/OPP-NOPE; only a CREATE proposal makes one"
+
 # --- provenance per field -------------------------------------------------------------
 
 

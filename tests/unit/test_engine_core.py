@@ -43,9 +43,10 @@ def test_resolve_forwards_by_order_id_by_reference_or_by_a_linked_reference(engi
 
 
 def test_resolve_refuses_a_proposal_naming_no_order_and_dead_letters_garbage(engine: Engine) -> None:
-    nameless = creation("c-2").model_copy(update={"order_ref": OrderRef()})
-    (out,) = engine.resolve(inbound(nameless, 1, topic=TOPICS.proposals, key="k"), {})
-    assert out.topic == TOPICS.rejections and CODEC.decode(out.value).value["reason"] == "UNKNOWN_ORDER"
+    for named in (OrderRef(), OrderRef(order_id="  ")):
+        nameless = creation("c-2").model_copy(update={"order_ref": named})
+        (out,) = engine.resolve(inbound(nameless, 1, topic=TOPICS.proposals, key="k"), {})
+        assert out.topic == TOPICS.rejections and CODEC.decode(out.value).value["reason"] == "UNKNOWN_ORDER"
     garbage = Inbound(TOPICS.proposals, 0, 9, AT_MS, b"k", b"\x00\x00\x00\x00\x01nope")
     (dead,) = engine.resolve(garbage, {})
     headers = dict(dead.headers)
@@ -92,3 +93,19 @@ def test_a_proposal_decided_before_the_committed_offset_re_emits_nothing(engine:
     engine.decide(inbound(steps[1], 11), table, committed_offset=11)
     assert engine.decide(inbound(steps[0], 10), table, committed_offset=11) == []
     assert engine.decide(inbound(steps[1], 11), table, committed_offset=11) != []
+
+
+def test_the_first_order_to_claim_a_reference_keeps_it(engine: Engine) -> None:
+    """A link to a second order is refused to the dead letters, naming both; the same link again is a no-op."""
+    references: dict[bytes, bytes] = {}
+    link = Inbound(TOPICS.ref_links, 0, 1, AT_MS, b"ERP/A_SalesOrder/4711", b"O-1")
+    assert engine.link_reference(link, references) == [] and references == {link.key: b"O-1"}
+    assert engine.link_reference(link, references) == []
+    stolen = Inbound(TOPICS.ref_links, 0, 2, AT_MS, b"ERP/A_SalesOrder/4711", b"O-2")
+    (dead,) = engine.link_reference(stolen, references)
+    assert references == {link.key: b"O-1"}
+    headers = dict(dead.headers)
+    assert dead.topic == TOPICS.dead_letters and (dead.key, dead.value) == (stolen.key, b"O-2")
+    assert headers["__orderhub.errors.exception.class.name"] == b"hub.errors.ReferenceTaken"
+    assert headers["__orderhub.errors.exception.message"] == (
+        b"ERP/A_SalesOrder/4711 belongs to order O-1; not re-linked to order O-2")

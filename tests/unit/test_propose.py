@@ -62,7 +62,7 @@ def test_a_resolved_conflict_waits_for_its_change_and_prints_both() -> None:
                 "resulting_version": 3, "fields": [{"field": "customer.name", "outcome": "PROPOSED_WON",
                                                     "policy": "OWNER_WINS", "current_value": '"A"', "proposed_value": '"B"'}]}
     change = {"event_id": "e", "outcome": "RESOLVED", "order_number": "ORD-1", "version": 3, "order_id": "O-1",
-              "diffs": [{"field": "customer.name", "before": '"A"', "after": '"B"'}]}
+              "diffs": [{"field": "customer.name", "before": '"A"', "after": '"B"'}], "external_refs_added": []}
     outcome = Outcome(topics, {topics.conflicts: conflict})
     assert not outcome.complete
     outcome.records[topics.changes] = change
@@ -73,3 +73,25 @@ def test_a_resolved_conflict_waits_for_its_change_and_prints_both() -> None:
         '  customer.name: PROPOSED_WON by OWNER_WINS (current "A", proposed "B")']
     parked = Outcome(topics, {topics.conflicts: {**conflict, "parked": True, "resulting_version": None}})
     assert parked.complete and not parked.accepted and parked.text().startswith("PARKED for a person: ORD-1")
+
+
+def test_a_field_named_twice_is_refused_rather_than_last_wins() -> None:
+    text = ('{"order_ref": {"order_id": "O-1"}, "source_system": "ERP", "actor": {"id": "a", "role": "c"},'
+            ' "changes": {"amounts.net": "1.00", "amounts.net": "2.00"}}')
+    with pytest.raises(InvalidInput, match="names amounts.net more than once"):
+        load_proposal(text, NOW)
+
+
+def test_a_rejection_names_each_field_once_and_a_change_its_new_references() -> None:
+    topics = TopicNames()
+    rejection = {"event_id": "e", "reason": "INVALID_VALUE", "order_id": None, "errors": [
+        {"field": "requested_delivery", "rule": "date", "message": "requested_delivery: expected an ISO date"},
+        {"field": "colour", "rule": "known field", "message": "the order has no field colour"},
+        {"field": None, "rule": "create: [CRM]", "message": "MES:connector may not create orders"}]}
+    assert Outcome(topics, {topics.rejections: rejection}).text().splitlines() == [
+        "REJECTED INVALID_VALUE", "  requested_delivery: expected an ISO date [date]",
+        "  colour: the order has no field colour [known field]",
+        "  (proposal): MES:connector may not create orders [create: [CRM]]"]
+    change = {"event_id": "e", "outcome": "APPLIED", "order_number": "ORD-1", "version": 2, "order_id": "O-1",
+              "diffs": [], "external_refs_added": [{"system": "ERP", "object_type": "A_SalesOrder", "external_id": "4711"}]}
+    assert Outcome(topics, {topics.changes: change}).text().splitlines()[1] == "  + cross-reference ERP/A_SalesOrder/4711"

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.errors import ConfigError
-from hub.readmodel import AmbiguousOrder, OrderNotFound, ReadModel, history_text, order_conflicts, show_order_text
+from hub.readmodel import (AmbiguousOrder, OrderNotFound, ReadModel, conflicts_text, history_text, order_conflicts,
+                           show_order_text)
 from hub.settings import Settings
 from tests.factories import (make_change, make_conflict, make_diff, make_line, make_ref, make_snapshot,
                              order_number_of)
@@ -145,10 +146,32 @@ class ReadModelContract:
         assert text.index("v1 ") < text.index("v2 ")
 
     def test_text_for_unknown_order_says_so(self, readmodel: ReadModel) -> None:
-        """Both CLI texts name the unknown order and the read model they looked in."""
+        """Every CLI text names the unknown order and the read model it looked in (the CLI exits 1)."""
         settings = Settings(database_url=readmodel.url)
-        for text in (show_order_text(settings, "SO-404"), history_text(settings, "SO-404")):
-            assert text.startswith("no order 'SO-404' in the read model at ")
+        for text in (show_order_text, history_text, conflicts_text):
+            with pytest.raises(OrderNotFound, match="^no order 'SO-404' in the read model at "):
+                text(settings, "SO-404")
+
+    def test_parked_conflicts_are_listed_and_show_points_at_them(self, readmodel: ReadModel) -> None:
+        """``orders conflicts`` lists parked ones first with every value and writer; ``show`` counts them."""
+        readmodel.project_snapshots([make_snapshot("O-1", 3)])
+        readmodel.project_conflicts([make_conflict("O-1", 2, parked=False, resulting_version=3),
+                                     make_conflict("O-1", 3, field="instructions", proposed_value='["x"]',
+                                                   record_id="e-2:conflict", event_id="e-2")])
+        settings = Settings(database_url=readmodel.url)
+        lines = conflicts_text(settings, "O-1").splitlines()
+        assert lines[0] == "conflicts of order O-1: 1 parked, 2 in all"
+        assert "PARKED, waiting for a person" in lines[1] and "decided, made v3" in lines[3]
+        assert lines[2].strip() == ('instructions: PARKED by MANUAL (owner ERP): base 1, current 2 by ERP, '
+                                    'proposed ["x"] by CRM')
+        assert "conflicts   1 parked, waiting for a person: orderhub orders conflicts SO-O-1" in \
+            show_order_text(settings, "O-1")
+
+    def test_a_reference_stays_with_the_order_that_had_it_first(self, readmodel: ReadModel) -> None:
+        """A second order claiming an external id does not take it over (the resolver keeps the first too)."""
+        readmodel.project_snapshots([make_snapshot("O-1", 1, external_refs=[make_ref("ERP", "A_SalesOrder", "4711")])])
+        readmodel.project_snapshots([make_snapshot("O-2", 1, external_refs=[make_ref("ERP", "A_SalesOrder", "4711")])])
+        assert readmodel.get_order("ERP/A_SalesOrder/4711")["order_id"] == "O-1"
 
 
 class TestSqliteReadModel(ReadModelContract):
@@ -176,8 +199,9 @@ def test_sqlite_file_gets_its_folder_and_wal(tmp_path) -> None:
 
 def test_cli_text_defaults_to_the_state_folder(tmp_path) -> None:
     """Without a database URL the CLI reads an (empty, new) SQLite file in the state folder."""
-    text = show_order_text(Settings(state_dir=tmp_path, database_url=None), "O-1")
-    assert text == f"no order 'O-1' in the read model at sqlite:///{tmp_path / 'orderhub.db'}"
+    with pytest.raises(OrderNotFound) as raised:
+        show_order_text(Settings(state_dir=tmp_path, database_url=None), "O-1")
+    assert raised.value.args[0] == f"no order 'O-1' in the read model at sqlite:///{tmp_path / 'orderhub.db'}"
     assert (tmp_path / "orderhub.db").exists()
 
 

@@ -1,0 +1,89 @@
+"""What the agents do when the world outside fails: wait it out, park the record, or stop hard.
+
+Three rules, one per kind of failure:
+
+- **An outage** (the schema registry or the database is down): retry with backoff, holding the
+  partition. Nothing behind the record moves, so nothing is reordered or lost.
+- **A record that can never succeed** (bytes no schema reads, a row the database refuses):
+  the record goes to the dead-letter topic with why, and the partition goes on.
+- **An output Kafka did not take** (the broker refused or timed out a send after its retries):
+  the process exits at once, before faust can commit the input offset behind it. This is the
+  SIGKILL the crash test proves safe: the restart replays the input, and the engine re-emits
+  the lost outputs from the order's outbox. A graceful stop would commit first, and lose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from hub.streams.core import Inbound, Outbound, TopicNames, dead_letter
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: Exit status of a worker that stopped because Kafka did not take one of its outputs (EX_SOFTWARE).
+EXIT_OUTPUT_LOST = 70
+
+
+def backoff_s(attempt: int) -> float:
+    """0.5 s, 1 s, 2 s, ... at most 30 s: an outage outside is waited out, not hammered."""
+    return min(30.0, 0.5 * 2 ** attempt)
+
+
+async def retrying(call: Callable[[], T], retriable: tuple[type[BaseException], ...], what: str, *,
+                   in_thread: bool = False, sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> T:
+    """``call()`` until it does not raise one of ``retriable``; any other error propagates.
+
+    ``in_thread`` runs a blocking call (SQL) off the event loop, so the other agents keep going.
+    """
+    for attempt in itertools.count():
+        try:
+            return await asyncio.to_thread(call) if in_thread else call()
+        except retriable as exc:
+            log.warning("%s: %s: %s; retrying in %.1fs", what, type(exc).__name__, exc, backoff_s(attempt))
+            await sleep(backoff_s(attempt))
+    raise AssertionError("unreachable")
+
+
+async def write_batch(write: Callable[[list[Any]], None], items: Sequence[tuple[Inbound, Any]], stage: str,
+                      topics: TopicNames, retriable: tuple[type[BaseException], ...], *,
+                      sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> list[Outbound]:
+    """Write a projector batch, waiting out outages; return dead letters for items that can never be written.
+
+    The batch is written whole when it can be; when it cannot (and it is not an outage), each
+    item is written alone, so one bad row parks only itself.
+    """
+    try:
+        await retrying(lambda: write([item for _, item in items]), retriable, stage, in_thread=True, sleep=sleep)
+        return []
+    except Exception:  # noqa: BLE001 - some item in the batch can never be written: find it
+        log.warning("%s: a batch of %d could not be written; writing one by one", stage, len(items))
+    dead = []
+    for record, item in items:
+        try:
+            await retrying(lambda: write([item]), retriable, stage, in_thread=True, sleep=sleep)
+        except Exception as exc:  # noqa: BLE001 - this row can never be written: park it with why
+            log.error("%s: %s[%s]@%s cannot be written: %s", stage, record.topic, record.partition, record.offset, exc)
+            dead.append(dead_letter(topics, record, stage, exc))
+    return dead
+
+
+def stop_hard_if_lost(future: "asyncio.Future[Any]", what: str, exit: Callable[[int], Any] = os._exit) -> None:
+    """Watch one send: if Kafka does not take it, end the process before any later commit.
+
+    The callback is registered on the send's own future, so it runs before whatever waits for
+    the producer's flush (faust's commit) is resumed.
+    """
+    def check(done: "asyncio.Future[Any]") -> None:
+        if done.cancelled():
+            return
+        if (error := done.exception()) is not None:
+            log.critical("output lost: %s: %s: %s; stopping now so its input is read again", what,
+                         type(error).__name__, error)
+            logging.shutdown()
+            exit(EXIT_OUTPUT_LOST)
+    future.add_done_callback(check)

@@ -1,0 +1,100 @@
+"""Outages are waited out, unwritable rows are parked, lost outputs stop the worker (``hub.streams.delivery``).
+
+Nothing here sleeps: the back-off pauses are recorded by a fake ``sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from hub.errors import RetriableError
+from hub.streams.core import Inbound, TopicNames
+from hub.streams.delivery import EXIT_OUTPUT_LOST, retrying, stop_hard_if_lost, write_batch
+
+TOPICS = TopicNames()
+OUTAGE = (OperationalError, RetriableError)
+
+
+class Pauses(list):
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def record(offset: int) -> Inbound:
+    return Inbound(TOPICS.changes, 1, offset, 0, b"O-1", f"value-{offset}".encode())
+
+
+def down(times: int, then=None):
+    """A call that fails as an outage ``times`` times, then returns ``then``."""
+    calls = []
+
+    def call(*args):
+        calls.append(args)
+        if len(calls) <= times:
+            raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+        return then
+    call.calls = calls
+    return call
+
+
+async def test_an_outage_is_retried_with_growing_pauses_then_succeeds() -> None:
+    pauses = Pauses()
+    call = down(4, then="ok")
+    assert await retrying(call, OUTAGE, "test", sleep=pauses) == "ok"
+    assert pauses == [0.5, 1.0, 2.0, 4.0] and len(call.calls) == 5
+
+
+async def test_anything_else_propagates_at_once() -> None:
+    pauses = Pauses()
+
+    def broken():
+        raise KeyError("bug")
+    with pytest.raises(KeyError):
+        await retrying(broken, OUTAGE, "test", sleep=pauses)
+    assert pauses == []
+
+
+async def test_a_database_outage_holds_the_batch_until_it_is_written() -> None:
+    pauses, written = Pauses(), []
+    flaky = down(3)
+
+    def write(items):
+        flaky()
+        written.append(list(items))
+    dead = await write_batch(write, [(record(1), "a"), (record(2), "b")], "project", TOPICS, OUTAGE, sleep=pauses)
+    assert dead == [] and written == [["a", "b"]] and len(pauses) == 3
+
+
+async def test_a_row_the_database_refuses_is_parked_and_the_rest_written() -> None:
+    written = []
+
+    def write(items):
+        if "bad" in items:
+            raise IntegrityError("INSERT", {}, Exception("value too long"))
+        written.extend(items)
+    items = [(record(1), "a"), (record(2), "bad"), (record(3), "c")]
+    dead = await write_batch(write, items, "project:order_change", TOPICS, OUTAGE, sleep=Pauses())
+    assert written == ["a", "c"]
+    (parked,) = dead
+    headers = dict(parked.headers)
+    assert parked.topic == TOPICS.dead_letters and parked.value == b"value-2"
+    assert headers["__orderhub.errors.offset"] == b"2" and headers["__orderhub.errors.stage"] == b"project:order_change"
+    assert b"value too long" in headers["__orderhub.errors.exception.message"]
+
+
+async def test_an_output_kafka_did_not_take_ends_the_process_and_a_delivered_one_does_not() -> None:
+    exits: list[int] = []
+    loop = asyncio.get_running_loop()
+    delivered, lost, cancelled = loop.create_future(), loop.create_future(), loop.create_future()
+    for future in (delivered, lost, cancelled):
+        stop_hard_if_lost(future, "orderhub.order.changes.v1 key b'O-1'", exit=exits.append)
+    delivered.set_result("metadata")
+    cancelled.cancel()
+    await asyncio.sleep(0)  # let the done-callbacks run
+    assert exits == []
+    lost.set_exception(TimeoutError("batch expired"))
+    await asyncio.sleep(0)
+    assert exits == [EXIT_OUTPUT_LOST]
