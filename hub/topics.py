@@ -55,6 +55,9 @@ class TopicDeclaration:
     dead_letter: str | None
     #: Further topic configs, as Kafka strings.
     configs: dict[str, str] = field(default_factory=dict)
+    #: The stateful group this topic is co-partitioned with (``engine``): its keys map to table
+    #: state by partition, so its partition count is fixed once created.
+    co_partitioned: str | None = None
 
     def effective_replication(self, brokers: int) -> int:
         """The replication factor to use on a cluster with this many brokers."""
@@ -110,6 +113,14 @@ class Plan:
         return lines + [f"refused: {r}" for r in self.refusals]
 
 
+def co_partitions(declared: list[TopicDeclaration], group: str) -> int:
+    """The partition count of a co-partitioned group (its tables have as many partitions)."""
+    counts = {d.partitions for d in declared if d.co_partitioned == group}
+    if len(counts) != 1:
+        raise TopicDeclarationError(f"topics.yaml declares no topics co-partitioned as {group!r}")
+    return counts.pop()
+
+
 def load_declarations(path: Path, schemas_dir: Path | None = None, namespace: str = "") -> list[TopicDeclaration]:
     """Read and validate topics.yaml; raise TopicDeclarationError naming what is wrong.
 
@@ -138,10 +149,19 @@ def load_declarations(path: Path, schemas_dir: Path | None = None, namespace: st
                 consumers=tuple(raw["consumers"]),
                 dead_letter=raw["dead_letter"] and namespace + raw["dead_letter"],
                 configs={str(k): str(v) for k, v in configs.items()},
+                co_partitioned=raw.get("co_partitioned"),
             ))
         except (KeyError, TypeError, ValueError) as exc:
             raise TopicDeclarationError(f"{path}: topic {raw.get('name', '?')}: bad or missing {exc}") from exc
     names = [d.name for d in declarations]
+    groups: dict[str, set[int]] = {}
+    for d in declarations:
+        if d.co_partitioned:
+            groups.setdefault(d.co_partitioned, set()).add(d.partitions)
+    for group, counts in groups.items():
+        if len(counts) > 1:
+            raise TopicDeclarationError(f"{path}: the topics co-partitioned as {group!r} declare different "
+                                        f"partition counts {sorted(counts)}; they must all be the same")
     for d in declarations:
         if names.count(d.name) > 1:
             raise TopicDeclarationError(f"{path}: topic {d.name} is declared twice")
@@ -167,6 +187,10 @@ def plan(declared: list[TopicDeclaration], observed: dict[str, ObservedTopic], b
         if have.partitions > d.partitions:
             refusals.append(f"{d.name} has {have.partitions} partitions, topics.yaml declares {d.partitions}: "
                             "Kafka cannot shrink a topic (and key->partition placement would change)")
+        elif have.partitions < d.partitions and d.co_partitioned:
+            refusals.append(f"{d.name} has {have.partitions} partitions, topics.yaml declares {d.partitions}: it is "
+                            f"co-partitioned with the {d.co_partitioned}'s table state, and growing it would move "
+                            "keys away from their state; re-partitioning needs new topics and a migration")
         elif have.partitions < d.partitions:
             increases[d.name] = (have.partitions, d.partitions)
         want_rf = d.effective_replication(brokers)

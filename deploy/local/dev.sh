@@ -2,7 +2,8 @@
 # The README's two commands, on a fresh machine or an old one:
 #   bash deploy/local/dev.sh run     the hub on the embedded default: local Kafka (KRaft, jars from
 #                                    Maven Central), topics from topics.yaml, the engine, a SQLite read model
-#   bash deploy/local/dev.sh test    the schema gate, then every test (real Kafka, real PostgreSQL)
+#   bash deploy/local/dev.sh test    the schema gate, then every test (real Kafka, real PostgreSQL, both
+#                                    started here and stopped again on any exit)
 # Both first install what is missing: Java 17, Maven and PostgreSQL from Debian's packages, a venv
 # in .venv with the project and its test extra. Extra arguments go to the worker or to pytest.
 set -euo pipefail
@@ -10,10 +11,14 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 setup() {
+  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || {
+    echo "orderhub needs Python 3.11 or newer as python3; this one is $(python3 --version 2>&1)" >&2; exit 1; }
   local need=()
-  command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
+  java_major=$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
+  [ "${java_major:-0}" -ge 17 ] 2>/dev/null || need+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || need+=(maven)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+  python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} from Debian's packages"
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -36,18 +41,21 @@ case "$command" in
   test)
     setup
     .venv/bin/orderhub schemas check
-    # the tests start the local broker themselves if none runs; starting it here first makes a
-    # failing download or start-up say so before any test runs
-    started=""
-    if [ -z "${ORDERHUB_BOOTSTRAP_SERVERS:-}" ] && ! .venv/bin/orderhub kafka status >/dev/null 2>&1; then
-      started=yes
+    # Kafka and PostgreSQL are started here, before any test, so a failing download or start-up
+    # says so first; whatever this script started it stops again on any exit, failing or not.
+    stop=()
+    trap 'for c in "${stop[@]}"; do $c || true; done' EXIT
+    if [ -z "${ORDERHUB_BOOTSTRAP_SERVERS:-}" ]; then
+      .venv/bin/orderhub kafka status >/dev/null 2>&1 || stop+=(".venv/bin/orderhub kafka down")
+      .venv/bin/orderhub kafka up
     fi
-    [ -n "${ORDERHUB_BOOTSTRAP_SERVERS:-}" ] || .venv/bin/orderhub kafka up
+    if [ -z "${ORDERHUB_TEST_POSTGRES_URL:-}" ]; then
+      .venv/bin/orderhub postgres status >/dev/null 2>&1 || stop+=(".venv/bin/orderhub postgres down")
+      ORDERHUB_TEST_POSTGRES_URL=$(.venv/bin/orderhub postgres up)
+      export ORDERHUB_TEST_POSTGRES_URL
+    fi
     status=0
     .venv/bin/python -m pytest "$@" || status=$?
-    if [ -n "$started" ]; then
-      .venv/bin/orderhub kafka down || true
-    fi
     exit $status
     ;;
   *)

@@ -27,12 +27,11 @@ from hub.events import OrderChange, OrderConflict, OrderSnapshot
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
+from hub.topics import co_partitions, load_declarations
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
 from hub.streams.delivery import retrying, stop_hard_if_lost, write_batch
 
 APP_ID = "orderhub-engine"
-#: Every topic the engine uses has this many partitions (topics.yaml); tables follow.
-PARTITIONS = 6
 #: Projector batches: at most this many records, or what arrived within this many seconds.
 PROJECT_BATCH, PROJECT_WITHIN_S = 500, 1.0
 
@@ -48,6 +47,8 @@ def _inbound(event: EventT) -> Inbound:
 def create_app(settings: Settings) -> faust.App:
     """Build the engine's faust app from settings."""
     topics = TopicNames.in_namespace(settings.topic_namespace)
+    # the tables have as many partitions as the topics whose keys they hold (topics.yaml)
+    partitions = co_partitions(load_declarations(settings.topics_file, settings.schemas_dir), "engine")
     # faust names table files after the table, not the changelog topic: keep namespaces apart.
     datadir = settings.state_dir / "faust" / f"{settings.topic_namespace}{settings.worker_name}"
     datadir.mkdir(parents=True, exist_ok=True)
@@ -56,7 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
         store="rocksdb://",
         datadir=str(datadir),
-        topic_partitions=PARTITIONS,
+        topic_partitions=partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.commit_interval_s,
@@ -71,8 +72,8 @@ def create_app(settings: Settings) -> faust.App:
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
     engine = Engine(codec, Rules.load(settings.ownership_file), topics)
     # bytes keys and values: faust picks its raw codec; the engine owns the encoding.
-    orders = app.Table("orders", default=None, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
-    references = app.Table("references", default=None, partitions=PARTITIONS, key_type=bytes, value_type=bytes)
+    orders = app.Table("orders", default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+    references = app.Table("references", default=None, partitions=partitions, key_type=bytes, value_type=bytes)
 
     async def publish(records: list[Outbound], timestamp: float | None) -> None:
         # straight to the producer (faust's topic.send adds nothing we use), each send watched:

@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from hub.domain.decide import Decision
@@ -174,6 +174,58 @@ def without_numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "order_number"}
 
 
+async def explain(settings: Settings, event_ids: list[str]) -> str:
+    """Where some proposals are: their input records, their order's table entry, the group's commits."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    names = TopicNames.in_namespace(settings.topic_namespace)
+    changelog = f"{settings.topic_namespace}{APP_ID}-orders-changelog"
+    topics = [names.proposals, names.by_order, changelog]
+    records = await read_all(settings, topics)
+    lines = []
+    for event_id in event_ids:
+        lines.append(f"-- {event_id}")
+        for topic in (names.proposals, names.by_order):
+            for r in records[topic]:
+                try:
+                    value = CODEC.decode(r.value).value
+                except Exception:  # noqa: BLE001 - the poison pills
+                    continue
+                if value["event_id"] == event_id:
+                    lines.append(f"   {topic}[{r.partition}]@{r.offset} key={r.key!r}")
+        entries = [(r.partition, r.offset, json.loads(r.value)) for r in records[changelog]
+                   if r.value and event_id.encode() in r.value]
+        for partition, offset, entry in entries[-2:]:
+            outbox = [(o[0], o[1], o[2], [t for t, *_ in o[3]]) for o in entry["out"] if o[0] == event_id]
+            lines.append(f"   changelog[{partition}]@{offset}: version {entry['state']['v']}, "
+                         f"seen={event_id in entry['state']['s']}, outbox={outbox}")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(f"{settings.topic_namespace}{APP_ID}")
+    finally:
+        await admin.close()
+    lines.append("committed: " + ", ".join(f"{tp.topic.rsplit('.', 2)[-2]}[{tp.partition}]={m.offset}"
+                                           for tp, m in sorted(offsets.items()) if "proposals" in tp.topic))
+    return "\n".join(lines)
+
+
+async def read_all(settings: Settings, topics: list[str]) -> dict[str, list]:
+    """Every record of these topics as they are now."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    await probe.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in await producer.partitions_for(t)]
+        ends = await probe.end_offsets(partitions)
+    finally:
+        await probe.stop()
+        await producer.stop()
+    wanted = {t: sum(o for tp, o in ends.items() if tp.topic == t) for t in topics}
+    return await TopicReader(settings, topics).until(lambda r: all(len(r[t]) >= wanted[t] for t in topics), 120)
+
+
 async def final_table(settings: Settings) -> dict[str, OrderState]:
     """The engine's table as its changelog holds it: the last value per order."""
     changelog = f"{settings.topic_namespace}{APP_ID}-orders-changelog"
@@ -212,7 +264,13 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
         for worker in workers:
             worker.wait_ready()
         decided = Decided(settings, codec)
-        kills = asyncio.run(stream_with_kills(settings, work, workers, decided, rng))
+        try:
+            kills = asyncio.run(stream_with_kills(settings, work, workers, decided, rng))
+        except AssertionError as exc:  # say where the missing ones are stuck: that is the bug report
+            missing = sorted(set(work.decisions) - decided.event_ids)[:5] or sorted(
+                {e for e, decision in work.decisions.items()
+                 for k in expected_outcome(decision) if (e, k) not in decided.outputs})[:5]
+            raise AssertionError(f"{exc}\n{asyncio.run(explain(settings, missing))}") from None
         # each kill found its worker alive: none had died on its own in between
         assert [status for _, _, status in kills] == [-signal.SIGKILL] * KILLS, kills
 

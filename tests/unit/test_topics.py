@@ -9,7 +9,7 @@ import pytest
 
 from hub.errors import TopicDeclarationError
 from hub.settings import PROJECT_DIR, get_settings
-from hub.topics import ObservedTopic, load_declarations, markdown_table, plan
+from hub.topics import ObservedTopic, co_partitions, load_declarations, markdown_table, plan
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_replication_is_capped_to_the_brokers(declared) -> None:
 def test_partition_growth_and_config_drift_are_planned(declared) -> None:
     """Fewer partitions than declared is grown; a differing config is changed; both are reported."""
     cluster = observed_as_declared(declared)
-    first = declared[0]
+    first = next(d for d in declared if not d.co_partitioned)
     cluster[first.name] = dataclasses.replace(cluster[first.name], partitions=2,
                                               configs={**cluster[first.name].configs, "retention.ms": "1000"})
     todo = plan(declared, cluster, brokers=1)
@@ -77,6 +77,30 @@ def test_shrinking_partitions_is_refused(declared) -> None:
     cluster[first.name] = dataclasses.replace(cluster[first.name], partitions=first.partitions + 4)
     (refusal,) = plan(declared, cluster, brokers=1).refusals
     assert first.name in refusal and "cannot shrink" in refusal
+
+
+def test_growing_a_topic_co_partitioned_with_table_state_is_refused(declared) -> None:
+    """The engine's input and changelog topics map keys to table state by partition: apply never grows them."""
+    engine = [d for d in declared if d.co_partitioned == "engine"]
+    assert {d.name for d in engine} >= {"orderhub.order.proposals.v1", "orderhub.order.proposals-by-order.v1",
+                                       "orderhub-engine-orders-changelog"}
+    assert co_partitions(declared, "engine") == 6
+    cluster = observed_as_declared(declared)
+    by_order = next(d for d in engine if d.name == "orderhub.order.proposals-by-order.v1")
+    cluster[by_order.name] = dataclasses.replace(cluster[by_order.name], partitions=3)
+    todo = plan(declared, cluster, brokers=1)
+    (refusal,) = todo.refusals
+    assert not todo.partition_increases
+    assert by_order.name in refusal and "co-partitioned with the engine's table state" in refusal
+
+
+def test_a_co_partitioned_group_must_agree_on_its_partition_count(tmp_path: Path) -> None:
+    text = (PROJECT_DIR / "topics.yaml").read_text()
+    at = text.index("  - name: orderhub.order.proposals-by-order.v1")
+    text = text[:at] + text[at:].replace("partitions: 6", "partitions: 12", 1)
+    (tmp_path / "topics.yaml").write_text(text)
+    with pytest.raises(TopicDeclarationError, match=r"co-partitioned as 'engine' declare different partition counts \[6, 12\]"):
+        load_declarations(tmp_path / "topics.yaml", PROJECT_DIR / "schemas")
 
 
 def test_changing_a_key_schema_is_refused(declared) -> None:
