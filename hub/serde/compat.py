@@ -60,6 +60,8 @@ def check_repository(path: str | Path) -> list[str]:
         except SchemaError as exc:
             problems.append(str(exc))
             continue
+        for version in versions:
+            problems += [f"{folder.name} v{version.version}: {p}" for p in lint(version.raw)]
         for old, new in zip(versions, versions[1:]):
             pair = check_pair(old.raw, new.raw, old_label=f"v{old.version}", new_label=f"v{new.version}")
             problems += [f"{folder.name} {p}" for p in pair]
@@ -68,6 +70,58 @@ def check_repository(path: str | Path) -> list[str]:
     except SchemaError as exc:
         problems.append(str(exc))
     return problems
+
+
+def lint(schema: Any, path: str = "") -> list[str]:
+    """The house rules every schema version keeps, beyond what Avro itself checks.
+
+    Every enum has a default among its symbols (an old reader meets a new symbol); decimals
+    state precision and scale; there is no float or double (amounts and quantities are exact);
+    fields named ``*_at`` are timestamps and ``*_date`` dates, as logical types.
+    """
+    problems: list[str] = []
+    if isinstance(schema, list):
+        for branch in schema:
+            problems += lint(branch, path)
+    elif isinstance(schema, str):
+        if schema in ("float", "double"):
+            problems.append(f"{_field(path)} is {schema}: amounts and quantities are decimals with a fixed scale")
+    elif isinstance(schema, dict):
+        kind = schema.get("type")
+        if kind == "record":
+            for f in schema.get("fields", []):
+                problems += lint(f["type"], f"{path}.{f['name']}" if path else f["name"])
+                name, logical = f["name"], _logical_type(f["type"])
+                if name.endswith("_at") and logical not in ("timestamp-millis", "timestamp-micros"):
+                    problems.append(f"{_field(f'{path}.{name}' if path else name)} is named like a timestamp "
+                                    "but is not a timestamp-millis/-micros")
+                if name.endswith("_date") and logical != "date":
+                    problems.append(f"{_field(f'{path}.{name}' if path else name)} is named like a date but is not a date")
+        elif kind == "enum":
+            if schema.get("default") not in schema.get("symbols", []):
+                problems.append(f"enum {schema.get('name')} at {_field(path)} has no default among its symbols: "
+                                "a reader would fail on a symbol added later")
+        elif kind == "array":
+            problems += lint(schema.get("items"), f"{path}[]")
+        elif kind == "map":
+            problems += lint(schema.get("values"), f"{path}{{}}")
+        elif schema.get("logicalType") == "decimal" and ("precision" not in schema or "scale" not in schema):
+            problems.append(f"{_field(path)} is a decimal without an explicit precision and scale")
+        elif isinstance(kind, (dict, list, str)):
+            problems += lint(kind, path)
+    return problems
+
+
+def _field(path: str) -> str:
+    return f"field {path}"
+
+
+def _logical_type(schema: Any) -> str | None:
+    """The logical type of a field's type, looking through ``["null", X]``."""
+    if isinstance(schema, list):
+        found = [t for t in map(_logical_type, schema) if t]
+        return found[0] if found else None
+    return schema.get("logicalType") if isinstance(schema, dict) else None
 
 
 def _parse(schema: dict[str, Any], label: str) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from hub.serde.compat import check_pair, check_repository
+from hub.serde.compat import check_pair, check_repository, lint
+from hub.settings import PROJECT_DIR
 
 DECIMAL_18_3 = {"type": "bytes", "logicalType": "decimal", "precision": 18, "scale": 3}
 BASE = {
@@ -41,6 +42,16 @@ def changed(edit) -> dict:
     schema = copy.deepcopy(BASE)
     edit({f["name"]: f for f in schema["fields"]}, schema)
     return schema
+
+
+def housed(edit) -> dict:
+    """Like ``changed``, from HOUSE (BASE keeping the house rules: its enum has a default)."""
+    schema = changed(lambda f, s: f["status"]["type"].update(default="NEW"))
+    edit({f["name"]: f for f in schema["fields"]}, schema)
+    return schema
+
+
+HOUSE = housed(lambda f, s: None)
 
 
 def test_compatible_change_passes() -> None:
@@ -153,11 +164,11 @@ def _write(root: Path, versions: list[dict | str]) -> Path:
 
 def test_check_repository_reports_pairs_and_broken_files(tmp_path: Path) -> None:
     """check_repository prefixes each problem with the event type and reports malformed files."""
-    _write(tmp_path / "a", [BASE, changed(lambda f, s: s["fields"].append({"name": "x", "type": "int"}))])
+    _write(tmp_path / "a", [HOUSE, housed(lambda f, s: s["fields"].append({"name": "x", "type": "int"}))])
     assert check_repository(tmp_path / "a") == [
         "order_snapshot v1 -> v2 (backward): field OrderSnapshot.x: added without a default"
     ]
-    _write(tmp_path / "b", [BASE, "{oops"])
+    _write(tmp_path / "b", [HOUSE, "{oops"])
     [problem] = check_repository(tmp_path / "b")
     assert "v2.avsc: not readable JSON" in problem
     assert check_repository(tmp_path / "missing") == [f"schemas folder {tmp_path / 'missing'} does not exist"]
@@ -165,13 +176,33 @@ def test_check_repository_reports_pairs_and_broken_files(tmp_path: Path) -> None
 
 def test_cli_schemas_check_passes_a_good_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``orderhub schemas check --dir`` exits 0 when every version is compatible."""
-    root = _write(tmp_path, [BASE, changed(lambda f, s: s["fields"].append({"name": "x", "type": "int", "default": 0}))])
+    root = _write(tmp_path, [HOUSE, housed(lambda f, s: s["fields"].append({"name": "x", "type": "int", "default": 0}))])
     assert main(["schemas", "check", "--dir", str(root)]) == 0
     assert "compatible" in capsys.readouterr().out
 
 
 def test_cli_schemas_check_fails_a_bad_folder_naming_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """``orderhub schemas check --dir`` exits 1 and prints the broken field."""
-    root = _write(tmp_path, [BASE, changed(lambda f, s: f["revision"].update(type="string"))])
+    root = _write(tmp_path, [HOUSE, housed(lambda f, s: f["revision"].update(type="string"))])
     assert main(["schemas", "check", "--dir", str(root)]) == 1
     assert "field OrderSnapshot.revision: type changed from int to string" in capsys.readouterr().out
+
+
+def test_the_repository_keeps_the_house_rules_and_a_breach_is_named(tmp_path: Path) -> None:
+    """Enum defaults, decimals with precision and scale, no floats, *_at timestamps: the repo passes, breaches fail."""
+    assert check_repository(PROJECT_DIR / "schemas") == []
+    assert lint(HOUSE) == []
+    breaches = housed(lambda f, s: (
+        f["status"]["type"].pop("default"),
+        s["fields"].append({"name": "weight", "type": ["null", "double"], "default": None}),
+        s["fields"].append({"name": "decided_at", "type": "string"}),
+        s["fields"].append({"name": "ship_date", "type": {"type": "int", "logicalType": "date"}}),
+        f["lines"]["type"]["items"]["fields"][1]["type"].pop("scale")))
+    assert lint(breaches) == [
+        "enum Status at field status has no default among its symbols: a reader would fail on a symbol added later",
+        "field lines[].quantity is a decimal without an explicit precision and scale",
+        "field weight is double: amounts and quantities are decimals with a fixed scale",
+        "field decided_at is named like a timestamp but is not a timestamp-millis/-micros",
+    ]
+    _write(tmp_path, [breaches])
+    assert check_repository(tmp_path)[0].startswith("order_snapshot v1: enum Status")
