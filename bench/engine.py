@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import math
@@ -32,6 +33,7 @@ from broker import (DecisionWatch, LatencyProbe, Process, create_namespace, dele
                     record_counts)
 from workload import Workload, build_workload, check_decision_layout, decision_id, proposal_id  # noqa: E402
 
+from hub import localkafka  # noqa: E402
 from hub.domain.rules import Rules  # noqa: E402
 from hub.serde.store import SchemaStore  # noqa: E402
 from hub.serde.wire import AvroCodec, registry_from_settings  # noqa: E402
@@ -547,6 +549,14 @@ def main(argv: list[str] | None = None) -> int:
     # aiokafka warns about every retried send while new topics elect their leaders: noise here
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     settings = get_settings()
+    if "quix" in args.only.split(",") and importlib.util.find_spec("quixstreams") is None:
+        print("the Quix peer needs quixstreams: pip install -e '.[bench]' (or leave it out: --only raw,faustraw,bare,"
+              "engine,latency)", file=sys.stderr)
+        return 2
+    # one command on a fresh machine: the local broker if none is configured, stopped again after
+    started_kafka = "ORDERHUB_BOOTSTRAP_SERVERS" not in os.environ and not localkafka.status(settings).running
+    if started_kafka:
+        print(f"local Kafka at {localkafka.up(settings)}", file=sys.stderr)
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="orderhub-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -554,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+        if started_kafka:
+            localkafka.down(settings)
     figures = bench.figures
     derived(figures)
     if figures.get("producer_buffer_full_warnings"):
