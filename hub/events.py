@@ -292,6 +292,8 @@ class FieldConflict(_Event):
 
     field: str = Field(description="Field path.")
     base_value: str | None = Field(description="Value at the base version, when still known.")
+    base_value_known: bool = Field(True, description="False when the base version is older than the kept "
+                                   "history: base_value is then null because it is not known.")
     current_value: str | None = Field(description="Value now.")
     proposed_value: str | None = Field(description="Value the proposal wants.")
     current_writer: Writer = Field(description="Who wrote the current value.")

@@ -389,7 +389,8 @@ def conflicts_text(settings: Settings, order: str) -> str:
             f"decided, made v{r['resulting_version']}" if r["resulting_version"] else "decided, current kept")
         out.append(f"{r['decided_at'].isoformat()}  proposal {r['event_id']}  base v{r['base_version']} "
                    f"against v{r['current_version']}  {verdict}")
-        out.extend(f"      {f['field']}: {f['outcome']} by {f['policy']} (owner {f['owner']}): base {f['base_value'] or 'null'}, "
+        out.extend(f"      {f['field']}: {f['outcome']} by {f['policy']} (owner {f['owner']}): base "
+                   f"{(f['base_value'] or 'null') if f.get('base_value_known', True) else 'unknown'}, "
                    f"current {f['current_value'] or 'null'} by {f['current_writer']['source_system']}, "
                    f"proposed {f['proposed_value'] or 'null'} by {f['proposed_writer']['source_system']}"
                    for f in r["fields"])

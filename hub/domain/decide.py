@@ -330,7 +330,8 @@ def _field_conflict(path: str, current: FieldState, value: str | None, base: int
     else:  # neither side owns the field: a person decides
         policy, outcome = ConflictPolicy.MANUAL, ConflictOutcome.PARKED
     return FieldConflict(
-        field=path, base_value=current.value_at(base), current_value=current.value, proposed_value=value,
+        field=path, base_value=current.value_at(base), base_value_known=current.knows(base),
+        current_value=current.value, proposed_value=value,
         current_writer=Writer(source_system=current.system, actor_id=current.actor, version=current.version),
         proposed_writer=Writer(source_system=proposal.source_system, actor_id=proposal.actor.id, version=base),
         owner=owner, policy=policy, outcome=outcome,

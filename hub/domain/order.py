@@ -45,6 +45,11 @@ class FieldState:
                 return value
         return None
 
+    def knows(self, version: int) -> bool:
+        """Whether ``value_at(version)`` is the value, not a history too short to tell."""
+        return (self.version <= version or any(changed_at <= version for changed_at, _ in self.earlier)
+                or len(self.earlier) < HISTORY_DEPTH)
+
     def changed(self, value: str | None, version: int, system: str, actor: str) -> "FieldState":
         """This field after a new value was written at ``version``."""
         earlier = ((self.version, self.value), *self.earlier)[:HISTORY_DEPTH]

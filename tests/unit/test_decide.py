@@ -194,6 +194,23 @@ def test_field_history_is_bounded() -> None:
     assert [v for v, _ in earlier] == list(range(state.version - 1, state.version - 1 - HISTORY_DEPTH, -1))
 
 
+def test_a_conflict_says_when_its_base_value_is_older_than_the_kept_history() -> None:
+    """Base value null because unknown (base_value_known false) is not the same as a base that was empty."""
+    state = created()
+    names = [f"Name {n}" for n in range(2, 2 + HISTORY_DEPTH + 2)]
+    state, _ = run([proposal(f"u{n}", {"customer.name": name}, base=n - 1, system="HUB", role="sales")
+                    for n, name in enumerate(names, 2)], state)
+    deep = decide_one(state, proposal("stale", {"customer.name": "Mine"}, base=1, system="ERP")).conflict.fields[0]
+    assert (deep.base_value, deep.base_value_known) == (None, False)
+    recent = decide_one(state, proposal("fresh", {"customer.name": "Mine"}, base=state.version - 1,
+                                        system="ERP")).conflict.fields[0]
+    assert (recent.base_value, recent.base_value_known) == (f'"{names[-2]}"', True)
+    fresh = created()
+    fresh, _ = run([proposal("c1", {"contact": "Jane"}, base=1, system="HUB", role="sales")], fresh)
+    (empty,) = decide_one(fresh, proposal("e", {"contact": "Joe"}, base=1, system="HUB", role="sales")).conflict.fields
+    assert (empty.base_value, empty.base_value_known) == (None, True)  # contact really was empty at v1
+
+
 # --- conflicts ------------------------------------------------------------------------
 
 
