@@ -29,7 +29,7 @@ from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
 from hub.topics import co_partitions, load_declarations
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
-from hub.streams.delivery import retrying, stop_hard_if_lost, write_batch
+from hub.streams.delivery import make_flush_complete, retrying, stop_hard_if_lost, write_batch
 
 APP_ID = "orderhub-engine"
 #: Projector batches: at most this many records, or what arrived within this many seconds.
@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> faust.App:
         web_bind="127.0.0.1",  # should anyone enable it: loopback only
         table_standby_replicas=0,
     )
+    make_flush_complete(app.producer.buffer)  # faust's own can let a commit overtake a table write
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
     engine = Engine(codec, Rules.load(settings.ownership_file), topics)
     # bytes keys and values: faust picks its raw codec; the engine owns the encoding.

@@ -72,6 +72,44 @@ async def write_batch(write: Callable[[list[Any]], None], items: Sequence[tuple[
     return dead
 
 
+def make_flush_complete(buffer: Any) -> None:
+    """Make faust's changelog buffer flush all of itself before faust commits input offsets.
+
+    faust writes table changelog records through a ``ProducerBuffer`` that a background task
+    hands to the Kafka client, and flushes it before every commit. But its ``flush`` returns
+    as soon as 0.1 s pass without a send, and does not count the record the task has taken
+    off the queue but not yet handed on; either way the commit can overtake a table write.
+    After a crash the table is then restored without that write while its input stays
+    committed: the order's state rolls back (the crash test caught it: later proposals were
+    decided against an older version). This replaces ``flush`` (on this one buffer, before
+    it starts) with one that returns only when every record put in is in the client's hands;
+    the client's own flush, which faust calls next, then waits for their delivery.
+    """
+    in_flight = 0
+    send = buffer._send_pending
+
+    async def send_counted(fut: Any) -> None:
+        nonlocal in_flight
+        in_flight += 1  # before the first await: the task took it off the queue just now
+        try:
+            await send(fut)
+        finally:
+            in_flight -= 1
+
+    async def flush() -> None:
+        while buffer.size or in_flight:
+            if buffer.state != "running":
+                raise RuntimeError("cannot flush the changelog buffer: it is not running")
+            buffer.message_sent.clear()
+            try:
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)
+            except asyncio.TimeoutError:
+                continue  # look again; never give up with records still unsent
+
+    buffer._send_pending = send_counted
+    buffer.flush = flush
+
+
 def stop_hard_if_lost(future: "asyncio.Future[Any]", what: str, exit: Callable[[int], Any] = os._exit) -> None:
     """Watch one send: if Kafka does not take it, end the process before any later commit.
 

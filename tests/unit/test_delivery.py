@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hub.errors import RetriableError
 from hub.streams.core import Inbound, TopicNames
-from hub.streams.delivery import EXIT_OUTPUT_LOST, retrying, stop_hard_if_lost, write_batch
+from hub.streams.delivery import EXIT_OUTPUT_LOST, make_flush_complete, retrying, stop_hard_if_lost, write_batch
 
 TOPICS = TopicNames()
 OUTAGE = (OperationalError, RetriableError)
@@ -98,3 +98,52 @@ async def test_an_output_kafka_did_not_take_ends_the_process_and_a_delivered_one
     lost.set_exception(TimeoutError("batch expired"))
     await asyncio.sleep(0)
     assert exits == [EXIT_OUTPUT_LOST]
+
+
+class ChangelogBuffer:
+    """faust's ProducerBuffer in miniature: a queue a sender task drains, one record at a time."""
+
+    state = "running"
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.message_sent = asyncio.Event()
+        self.gate = asyncio.Event()  # the Kafka client taking the record
+        self.sent: list[str] = []
+
+    @property
+    def size(self) -> int:
+        return self.queue.qsize()
+
+    async def _send_pending(self, record: str) -> None:
+        await self.gate.wait()
+        self.sent.append(record)
+
+    async def handle_pending(self) -> None:  # as faust's _handle_pending: bound once, at start
+        send = self._send_pending
+        while True:
+            record = await self.queue.get()
+            await send(record)
+            self.message_sent.set()
+
+
+async def test_the_changelog_flush_waits_for_the_record_the_sender_already_took() -> None:
+    """faust's flush sees an empty queue while its sender holds a record, and lets the commit through;
+    the replacement returns only once every record put in has been handed to the client."""
+    buffer = ChangelogBuffer()
+    make_flush_complete(buffer)
+    sender = asyncio.create_task(buffer.handle_pending())
+    try:
+        buffer.queue.put_nowait("orders:O-1@v24")
+        buffer.queue.put_nowait("orders:O-1@v25")
+        while buffer.size == 2:  # let the sender take the first one
+            await asyncio.sleep(0)
+        flush = asyncio.create_task(buffer.flush())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not flush.done() and buffer.sent == []
+        buffer.gate.set()
+        await asyncio.wait_for(flush, timeout=10)
+        assert buffer.sent == ["orders:O-1@v24", "orders:O-1@v25"]
+    finally:
+        sender.cancel()
