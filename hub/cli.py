@@ -10,28 +10,39 @@ import argparse
 import asyncio
 import runpy
 import sys
+from typing import Any, Callable
 
 from hub.errors import OrderhubError
 from hub.settings import PROJECT_DIR, get_settings
+
+
+def _local(action: str, what: str, up: Callable[[], str], down: Callable[[], list[int]],
+           status: Callable[[], Any]) -> int:
+    """``up | down | status`` of a local server this project runs for its users (Kafka, PostgreSQL)."""
+    if action == "up":
+        print(up())
+        return 0
+    if action == "down":
+        stopped = down()
+        print(f"stopped {what}" + (f": pids {stopped}" if stopped else " (none was running)"))
+        return 0
+    report = status()
+    print(report.text())
+    return 0 if report.running else 3
 
 
 def _kafka(args: argparse.Namespace) -> int:
     from hub import localkafka
 
     settings = get_settings()
-    if args.action == "up":
+
+    def up() -> str:
         bootstrap = localkafka.up(settings, nodes=args.nodes)
-        print(bootstrap)
         if bootstrap != settings.bootstrap_servers:
             print(f"point orderhub at it: export ORDERHUB_BOOTSTRAP_SERVERS={bootstrap}", file=sys.stderr)
-        return 0
-    if args.action == "down":
-        stopped = localkafka.down(settings)
-        print(f"stopped {len(stopped)} broker(s)" + (f": pids {stopped}" if stopped else ""))
-        return 0
-    report = localkafka.status(settings)
-    print(report.text())
-    return 0 if report.running else 3
+        return bootstrap
+    return _local(args.action, "local Kafka", up, lambda: localkafka.down(settings),
+                  lambda: localkafka.status(settings))
 
 
 def _topics(args: argparse.Namespace) -> int:
@@ -102,16 +113,8 @@ def _postgres(args: argparse.Namespace) -> int:
     from hub import localpg
 
     settings = get_settings()
-    if args.action == "up":
-        print(localpg.up(settings, port=args.port or localpg.DEFAULT_PORT))
-        return 0
-    if args.action == "down":
-        stopped = localpg.down(settings)
-        print(f"stopped local PostgreSQL" + (f": pid {stopped[0]}" if stopped else " (it was not running)"))
-        return 0
-    report = localpg.status(settings)
-    print(report.text())
-    return 0 if report.running else 3
+    return _local(args.action, "local PostgreSQL", lambda: localpg.up(settings, port=args.port or localpg.DEFAULT_PORT),
+                  lambda: localpg.down(settings), lambda: localpg.status(settings))
 
 
 def _propose(args: argparse.Namespace) -> int:

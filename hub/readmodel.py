@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from contextlib import closing
+from contextlib import closing, contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from sqlalchemy import (Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text,
                         TypeDecorator, create_engine, event, func, or_, select)
@@ -325,12 +325,9 @@ def _conflict_row(conflict: OrderConflict) -> dict[str, Any]:
 
 def show_order_text(settings: Settings, order: str) -> str:
     """``orderhub orders show``: the order's header fields and a table of its lines."""
-    with _open(settings) as model:
-        try:
-            o = model.get_order(order)
-        except OrderNotFound as exc:
-            raise _not_found(settings, order, exc) from None
-        parked = [c for c in model.conflicts(o["order_id"]) if c["parked"]]
+    with _order(settings, order) as (model, order_id):
+        o = model.get_order(order_id)
+        parked = [c for c in model.conflicts(order_id) if c["parked"]]
     money = "  ".join(f"{label} {_v(o[f'amount_{key}'])}" for key, label in
                       (("net", "net"), ("tax", "tax"), ("gross", "gross"), ("crm_expected", "crm expected")))
     refs = ", ".join(f"{r['system']}/{r['object_type']}/{r['external_id']}"
@@ -360,12 +357,8 @@ def diff_text(diff: Mapping[str, Any]) -> str:
 
 def history_text(settings: Settings, order: str) -> str:
     """``orderhub orders history``: one line per version, then each field's before -> after."""
-    with _open(settings) as model:
-        try:
-            order_id = model.resolve(order)
-            rows = model.history(order_id)
-        except OrderNotFound as exc:
-            raise _not_found(settings, order, exc) from None
+    with _order(settings, order) as (model, order_id):
+        rows = model.history(order_id)
     out = [f"history of order {rows[0]['order_number'] if rows else order}  (id {order_id})"]
     for r in rows:
         base = "" if r["base_version"] == r["previous_version"] else f"  (based on v{r['base_version']})"
@@ -377,11 +370,7 @@ def history_text(settings: Settings, order: str) -> str:
 
 def conflicts_text(settings: Settings, order: str) -> str:
     """``orderhub orders conflicts``: every conflict recorded for the order, parked ones first."""
-    with _open(settings) as model:
-        try:
-            order_id = model.resolve(order)
-        except OrderNotFound as exc:
-            raise _not_found(settings, order, exc) from None
+    with _order(settings, order) as (model, order_id):
         rows = model.conflicts(order_id)
     out = [f"conflicts of order {order_id}: {sum(r['parked'] for r in rows)} parked, {len(rows)} in all"]
     for r in rows:
@@ -395,6 +384,16 @@ def conflicts_text(settings: Settings, order: str) -> str:
                    f"proposed {f['proposed_value'] or 'null'} by {f['proposed_writer']['source_system']}"
                    for f in r["fields"])
     return "\n".join(out)
+
+
+@contextmanager
+def _order(settings: Settings, order: str) -> Iterator[tuple[ReadModel, str]]:
+    """The read model and the id of the order ``order`` names; OrderNotFound saying where it looked."""
+    with _open(settings) as model:
+        try:
+            yield model, model.resolve(order)
+        except OrderNotFound as exc:
+            raise _not_found(settings, order, exc) from None
 
 
 def _open(settings: Settings) -> closing[ReadModel]:
