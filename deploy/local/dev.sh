@@ -4,6 +4,7 @@
 #                                    Maven Central), topics from topics.yaml, the engine, a SQLite read model
 #   bash deploy/local/dev.sh test    the schema gate, then every test (real Kafka, real PostgreSQL, both
 #                                    started here and stopped again on any exit)
+#   bash deploy/local/dev.sh bench   the engine benchmark (bench/README.md), with the Quix peer installed
 # Both first install what is missing: Java 17, Maven and PostgreSQL from Debian's packages, a venv
 # in .venv with the project and its test extra. Extra arguments go to the worker or to pytest.
 set -euo pipefail
@@ -58,8 +59,13 @@ case "$command" in
     .venv/bin/python -m pytest "$@" || status=$?
     exit $status
     ;;
+  bench)
+    setup
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
+    exec .venv/bin/orderhub bench engine "$@"
+    ;;
   *)
-    echo "usage: bash deploy/local/dev.sh run|test [args]" >&2
+    echo "usage: bash deploy/local/dev.sh run|test|bench [args]" >&2
     exit 2
     ;;
 esac
