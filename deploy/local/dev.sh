@@ -51,8 +51,12 @@ case "$command" in
       .venv/bin/orderhub kafka up
     fi
     if [ -z "${ORDERHUB_TEST_POSTGRES_URL:-}" ]; then
-      .venv/bin/orderhub postgres status >/dev/null 2>&1 || stop+=(".venv/bin/orderhub postgres down")
-      ORDERHUB_TEST_POSTGRES_URL=$(.venv/bin/orderhub postgres up)
+      # a throwaway server in a folder the postgres user can reach (root's home is closed to it)
+      pg_state=$(mktemp -d /tmp/orderhub-test-pg-XXXXXX)
+      chmod 755 "$pg_state"
+      stop+=("env ORDERHUB_STATE_DIR=$pg_state .venv/bin/orderhub postgres down" "rm -rf $pg_state")
+      pg_port=$(.venv/bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+      ORDERHUB_TEST_POSTGRES_URL=$(ORDERHUB_STATE_DIR=$pg_state .venv/bin/orderhub postgres up --port "$pg_port")
       export ORDERHUB_TEST_POSTGRES_URL
     fi
     status=0
