@@ -13,7 +13,9 @@ Crash safety, at least once:
 3. Its outputs may have been lost in flight, so the state also keeps the encoded outputs of
    the proposals decided since the input offset last committed (the only ones a replay can
    meet again) and re-publishes them byte for byte. Every output carries a deterministic
-   record id; consumers dedup by it.
+   record id; consumers dedup by it. The table value itself is written again too: a warm
+   restart reads the worker's local RocksDB, which can hold a write whose changelog record
+   the crash lost.
 4. The decision time is the input record's timestamp, so a replay decides identically.
 """
 
@@ -169,7 +171,13 @@ class Engine:
         decision = decide(state, proposal, order_id=key.decode(), rules=self.rules, at=record.at,
                           next_order_number=lambda: self._next_order_number(table, record))
         if decision.kind == DecisionKind.DUPLICATE:
-            return self._replay(entry, proposal.event_id, decision.state) if entry else []
+            replayed = self._replay(entry, proposal.event_id, decision.state) if entry else []
+            if replayed:
+                # Decided since the last commit, so its table write may exist only in this worker's
+                # local store (RocksDB keeps a write whose changelog record a crash lost). Write the
+                # same value again so the changelog has it too.
+                table[key] = stored
+            return replayed
         outputs = self._outputs(decision, key)
         # Keep what a replay could meet again: outputs decided at or after the committed offset.
         outbox = [item for item in (entry or {}).get("out", [])

@@ -109,3 +109,31 @@ def test_the_first_order_to_claim_a_reference_keeps_it(engine: Engine) -> None:
     assert headers["__orderhub.errors.exception.class.name"] == b"hub.errors.ReferenceTaken"
     assert headers["__orderhub.errors.exception.message"] == (
         b"ERP/A_SalesOrder/4711 belongs to order O-1; not re-linked to order O-2")
+
+
+class RecordingTable(dict):
+    """A dict that remembers every write, as a faust table sends each one to its changelog."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[bytes, bytes]] = []
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.writes.append((key, value))
+        super().__setitem__(key, value)
+
+
+def test_a_replay_writes_the_table_value_again_for_the_changelog(engine: Engine) -> None:
+    """A warm restart reads local RocksDB, which may hold a write the crash kept from the changelog:
+    the replay re-sends it; a duplicate decided before the last commit writes nothing."""
+    table = RecordingTable()
+    create = creation("c-6", order_id="O-6")
+    engine.decide(inbound(create, 20), table, committed_offset=None)
+    value = table[b"O-6"]
+    table.writes.clear()
+    engine.decide(inbound(create, 20), table, committed_offset=20)
+    assert table.writes == [(b"O-6", value)]
+    engine.decide(inbound(proposal("u-6", {"customer.name": "Z"}, base=1, order_id="O-6"), 21), table,
+                  committed_offset=21)
+    table.writes.clear()
+    assert engine.decide(inbound(create, 20), table, committed_offset=21) == [] and table.writes == []
