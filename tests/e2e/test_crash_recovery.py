@@ -169,6 +169,18 @@ def expected_outcome(decision: Decision) -> dict[str, dict]:
     return {kind: decoded_as_read(event) for kind, event in kinds.items() if event is not None}
 
 
+def state_diff(got: OrderState, want: OrderState) -> str:
+    """What differs between two states of one order, briefly."""
+    a, b = got.to_dict(), want.to_dict()
+    parts = [f"{k}: {a[k]!r} != {b[k]!r}" for k in ("v", "u", "x") if a[k] != b[k]]
+    parts += [f"field {f}: {a['f'].get(f)} != {b['f'].get(f)}" for f in sorted(set(a["f"]) | set(b["f"]))
+              if a["f"].get(f) != b["f"].get(f)][:5]
+    if a["s"] != b["s"]:
+        parts.append(f"seen: {len(a['s'])} ids, {len(b['s'])} in the reference; "
+                     f"only here {sorted(set(a['s']) - set(b['s']))[:3]}, only there {sorted(set(b['s']) - set(a['s']))[:3]}")
+    return "; ".join(parts)
+
+
 def without_numbers(record: dict) -> dict:
     """A record with its order number blanked: numbers depend on partition placement, not on the rules."""
     return {k: v for k, v in record.items() if k != "order_number"}
@@ -305,7 +317,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
         assert set(table) == set(work.states)
         differing = [o for o, state in work.states.items()
                      if table[o].to_dict() | {"no": None} != state.to_dict() | {"no": None}]
-        assert not differing, f"{len(differing)} orders differ from the reference, e.g. {differing[:3]}"
+        assert not differing, (f"{len(differing)} orders differ from the reference, e.g. {differing[:3]}; the first: "
+                               f"{state_diff(table[differing[0]], work.states[differing[0]])}")
         assert {o: {s.order_number} for o, s in table.items()} == dict(numbers)
 
         # 4. The read model (projected by the killed workers too) has every version, gapless.
