@@ -18,6 +18,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from hub.streams.core import Inbound, Outbound, TopicNames, dead_letter
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 #: Exit status of a worker that stopped because Kafka did not take one of its outputs (EX_SOFTWARE).
 EXIT_OUTPUT_LOST = 70
+#: How long a stopping worker's changelog buffer may take to hand on its last records.
+STOP_FLUSH_S = 30.0
 
 
 def backoff_s(attempt: int) -> float:
@@ -97,9 +100,12 @@ def make_flush_complete(buffer: Any) -> None:
             in_flight -= 1
 
     async def flush() -> None:
+        stopping_since = None
         while buffer.size or in_flight:
-            if buffer.state != "running":
-                raise RuntimeError("cannot flush the changelog buffer: it is not running")
+            if buffer.state != "running":  # stopping: its sender still runs for a while; give it time
+                stopping_since = stopping_since or time.monotonic()
+                if time.monotonic() - stopping_since > STOP_FLUSH_S:
+                    raise RuntimeError(f"the changelog buffer stopped with {buffer.size + in_flight} records unsent")
             buffer.message_sent.clear()
             try:
                 await asyncio.wait_for(buffer.message_sent.wait(), timeout=0.1)

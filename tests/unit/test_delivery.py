@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from hub.errors import RetriableError
+from hub.streams import delivery
 from hub.streams.core import Inbound, TopicNames
 from hub.streams.delivery import EXIT_OUTPUT_LOST, make_flush_complete, retrying, stop_hard_if_lost, write_batch
 
@@ -147,3 +148,20 @@ async def test_the_changelog_flush_waits_for_the_record_the_sender_already_took(
         assert buffer.sent == ["orders:O-1@v24", "orders:O-1@v25"]
     finally:
         sender.cancel()
+
+
+async def test_a_stopping_buffer_still_hands_on_its_records_and_gives_up_only_when_its_sender_is_gone(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    buffer = ChangelogBuffer()
+    buffer.state = "stopping"
+    buffer.gate.set()
+    make_flush_complete(buffer)
+    sender = asyncio.create_task(buffer.handle_pending())
+    buffer.queue.put_nowait("orders:O-2@v3")
+    await asyncio.wait_for(buffer.flush(), timeout=10)
+    assert buffer.sent == ["orders:O-2@v3"]
+    sender.cancel()
+    monkeypatch.setattr(delivery, "STOP_FLUSH_S", 0.3)
+    buffer.queue.put_nowait("orders:O-2@v4")
+    with pytest.raises(RuntimeError, match="stopped with 1 records unsent"):
+        await asyncio.wait_for(buffer.flush(), timeout=10)
