@@ -325,8 +325,14 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
         for worker in workers:
             worker.start()
         expected_versions = {o: list(range(1, n + 1)) for o, n in reference.items()}
-        asyncio.run(poll_until(lambda: model.all_order_versions() == expected_versions, 300,
-                               "every version of every order in PostgreSQL"))
+        def read_model_gap() -> str:
+            have = model.all_order_versions()
+            gaps = {o: (sorted(set(want) - set(have.get(o, []))), sorted(set(have.get(o, [])) - set(want)))
+                    for o, want in expected_versions.items() if have.get(o) != want}
+            extra = sorted(set(have) - set(expected_versions))
+            return (f"every version of every order in PostgreSQL: {len(gaps)} orders differ (missing, extra): "
+                    f"{dict(list(gaps.items())[:5])}; orders not in the reference: {extra[:5]}")
+        asyncio.run(poll_until(lambda: model.all_order_versions() == expected_versions, 300, read_model_gap))
 
         # 5. The poison pills went to the dead-letter topic, the stream went on.
         names = TopicNames.in_namespace(settings.topic_namespace)

@@ -63,8 +63,10 @@ class TopicReader:
             await consumer.stop()
 
 
-async def poll_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
-    """Check ``condition`` every ``interval`` seconds until it holds; AssertionError after ``timeout``.
+async def poll_until(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str],
+                     interval: float = 0.2) -> None:
+    """Check ``condition`` every ``interval`` seconds until it holds; AssertionError after ``timeout``
+    (``what`` may be a callable, to describe the state it timed out in).
 
     For state outside Kafka (a SQL read model) that offers nothing to block on. The pause
     is the polling interval of a condition with a deadline, never a wait for something to happen.
@@ -72,7 +74,7 @@ async def poll_until(condition: Callable[[], bool], timeout: float, what: str, i
     deadline = time.monotonic() + timeout
     while not await asyncio.to_thread(condition):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         await asyncio.sleep(interval)
 
 
