@@ -29,7 +29,7 @@ from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
 from hub.topics import co_partitions, load_declarations
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
-from hub.streams.delivery import make_flush_complete, retrying, stop_hard_if_lost, write_batch
+from hub.streams.delivery import make_flush_complete, retrying, settled, stop_hard_if_lost, write_batch
 
 APP_ID = "orderhub-engine"
 #: Projector batches: at most this many records, or what arrived within this many seconds.
@@ -87,16 +87,20 @@ def create_app(settings: Settings) -> faust.App:
     def guarded(stage: str, work: Callable[[Inbound], list[Outbound]]):
         """Run one record's work. A retriable failure (the registry is down) is retried, holding the
         partition; any other failure sends the record to the dead-letter topic and goes on."""
+        async def handle(record: Inbound, timestamp: float, where: str) -> None:
+            try:
+                results = await retrying(lambda: work(record), (RetriableError,), where)
+            except Exception as exc:  # a bug must not stop the partition: park the record
+                app.log.exception("%s failed", where)
+                results = [dead_letter(topics, record, stage, exc)]
+            await publish(results, timestamp)
+
         async def agent(stream: faust.StreamT) -> None:
             async for event in stream.events():
                 record = _inbound(event)
                 where = f"{stage} {record.topic}[{record.partition}]@{record.offset}"
-                try:
-                    results = await retrying(lambda: work(record), (RetriableError,), where)
-                except Exception as exc:  # a bug must not stop the partition: park the record
-                    app.log.exception("%s failed", where)
-                    results = [dead_letter(topics, record, stage, exc)]
-                await publish(results, event.message.timestamp)
+                # faust acknowledges the record when this loop moves on or stops: decided and published first
+                await settled(handle(record, event.message.timestamp, where), where)
         agent.__name__ = agent.__qualname__ = stage
         return agent
 
@@ -137,20 +141,23 @@ def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics:
     def projector(topic: str, schema: str, event_type: Any, write: Callable[[list[Any]], None]):
         stage = f"project:{schema}"
 
+        async def project_batch(records: list[Inbound]) -> None:
+            items, dead = [], []
+            for record in records:
+                try:
+                    decoded = await retrying(lambda: codec.decode(
+                        record.value, schema, topic=record.topic, partition=record.partition,
+                        offset=record.offset), (RetriableError,), stage)
+                    items.append((record, event_type.from_avro(decoded.value)))
+                except (UndecodableRecord, ValueError) as exc:
+                    dead.append(dead_letter(topics, record, stage, exc))
+            await publish(dead + await write_batch(write, items, stage, topics, outage), None)
+
         async def project(stream: faust.StreamT) -> None:
             async for batch in stream.take_events(PROJECT_BATCH, within=PROJECT_WITHIN_S):
-                items, dead = [], []
-                for event in batch:
-                    record = _inbound(event)
-                    try:
-                        decoded = await retrying(lambda: codec.decode(
-                            record.value, schema, topic=record.topic, partition=record.partition,
-                            offset=record.offset), (RetriableError,), stage)
-                        items.append((record, event_type.from_avro(decoded.value)))
-                    except (UndecodableRecord, ValueError) as exc:
-                        dead.append(dead_letter(topics, record, stage, exc))
-                dead += await write_batch(write, items, stage, topics, outage)
-                await publish(dead, None)
+                records = [_inbound(event) for event in batch]
+                # faust acknowledges the batch when this loop moves on or stops: written (or parked) first
+                await settled(project_batch(records), f"{stage} batch of {len(records)}")
         project.__name__ = project.__qualname__ = f"project_{schema}"
         app.agent(app.topic(topic, **_RAW), name=f"project_{schema}")(project)
 

@@ -116,6 +116,28 @@ def make_flush_complete(buffer: Any) -> None:
     buffer.flush = flush
 
 
+async def settled(work: Awaitable[T], what: str, *, exit: Callable[[int], Any] = os._exit) -> T:
+    """Run ``work`` to its end even if the agent is cancelled meanwhile (the worker is stopping).
+
+    faust acknowledges an agent's records on its way out, and a stopping worker commits what
+    was acknowledged, so whatever a record caused (its outputs, its rows) must be done by
+    then. A cancelled agent therefore waits for the work it started; if that does not finish
+    within ``STOP_FLUSH_S``, the process ends hard, before the commit.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        try:
+            await asyncio.wait_for(asyncio.shield(task), STOP_FLUSH_S)
+        except BaseException as exc:  # noqa: BLE001 - unfinished or failed: nothing may be committed
+            log.critical("stopping with %s unfinished (%s: %s); ending now so it is read again", what,
+                         type(exc).__name__, exc)
+            logging.shutdown()
+            exit(EXIT_OUTPUT_LOST)
+        raise
+
+
 def stop_hard_if_lost(future: "asyncio.Future[Any]", what: str, exit: Callable[[int], Any] = os._exit) -> None:
     """Watch one send: if Kafka does not take it, end the process before any later commit.
 

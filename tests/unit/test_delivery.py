@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from hub.errors import RetriableError
 from hub.streams import delivery
 from hub.streams.core import Inbound, TopicNames
-from hub.streams.delivery import EXIT_OUTPUT_LOST, make_flush_complete, retrying, stop_hard_if_lost, write_batch
+from hub.streams.delivery import (EXIT_OUTPUT_LOST, make_flush_complete, retrying, settled, stop_hard_if_lost,
+                                  write_batch)
 
 TOPICS = TopicNames()
 OUTAGE = (OperationalError, RetriableError)
@@ -165,3 +166,42 @@ async def test_a_stopping_buffer_still_hands_on_its_records_and_gives_up_only_wh
     buffer.queue.put_nowait("orders:O-2@v4")
     with pytest.raises(RuntimeError, match="stopped with 1 records unsent"):
         await asyncio.wait_for(buffer.flush(), timeout=10)
+
+
+async def test_a_cancelled_agent_finishes_the_work_it_started_before_its_record_is_acknowledged() -> None:
+    """A stopping worker cancels its agents; faust then acknowledges and commits. The work survives the
+    cancellation; work that cannot finish in time ends the process instead of being committed."""
+    exits: list[int] = []
+    started, gate, done = asyncio.Event(), asyncio.Event(), []
+
+    async def write() -> str:
+        started.set()
+        await gate.wait()
+        done.append("rows")
+        return "written"
+
+    async def agent() -> None:
+        await settled(write(), "project batch of 2", exit=exits.append)
+    running = asyncio.create_task(agent())
+    await started.wait()  # the write has started and waits on its database
+    running.cancel()
+    await asyncio.sleep(0)
+    assert not running.done()  # still finishing the write
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert done == ["rows"] and exits == []
+
+
+async def test_work_that_cannot_finish_while_stopping_ends_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    exits: list[int] = []
+    monkeypatch.setattr(delivery, "STOP_FLUSH_S", 0.2)
+
+    async def agent() -> None:
+        await settled(asyncio.Event().wait(), "decide", exit=exits.append)
+    running = asyncio.create_task(agent())
+    await asyncio.sleep(0)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running, timeout=10)
+    assert exits == [EXIT_OUTPUT_LOST]
