@@ -93,6 +93,17 @@ def order_id_for_reference(reference_key: str) -> str:
     return str(uuid.uuid5(ORDER_ID_NAMESPACE, reference_key))
 
 
+def order_number(record: Inbound) -> str:
+    """The number of the order the creation at ``record`` makes: year, partition and position.
+
+    Derived from where the creation sits in the by-order topic, which no replay changes, so a
+    re-decided creation (its table write lost in a crash, its change already out) gets the same
+    number, and no counter needs a second table write. Unique while the topic lives (a new
+    topic version starts its offsets again: give it another prefix).
+    """
+    return f"ORD-{record.at.year}-{record.partition:02d}-{record.offset:06d}"
+
+
 def dead_letter(topics: TopicNames, record: Inbound, stage: str, error: BaseException) -> Outbound:
     """The record, byte for byte, for the dead-letter topic, with why in Kafka-Connect-style headers."""
     message = str(error)
@@ -169,7 +180,7 @@ class Engine:
         entry = json.loads(stored) if stored else None
         state = OrderState.from_dict(entry["state"]) if entry else None
         decision = decide(state, proposal, order_id=key.decode(), rules=self.rules, at=record.at,
-                          next_order_number=lambda: self._next_order_number(table, record))
+                          next_order_number=lambda: order_number(record))
         if decision.kind == DecisionKind.DUPLICATE:
             replayed = self._replay(entry, proposal.event_id, decision.state) if entry else []
             if replayed:
@@ -216,14 +227,6 @@ class Engine:
         if decision.snapshot is not None:
             outputs.append(self._out(self.topics.state, key, decision.snapshot))
         return outputs
-
-    def _next_order_number(self, table: MutableMapping[bytes, bytes], record: Inbound) -> str:
-        # One counter per input partition: an order's partition never changes, and partitions
-        # are disjoint, so numbers are unique without any coordination between workers.
-        key = f"__order_number_sequence__:{record.partition}".encode()
-        sequence = int(table.get(key) or b"0") + 1
-        table[key] = str(sequence).encode()
-        return f"ORD-{record.at.year}-{record.partition:02d}{sequence:06d}"
 
     def _proposal(self, record: Inbound) -> ChangeProposal:
         decoded = self.codec.decode(record.value, "change_proposal", topic=record.topic,

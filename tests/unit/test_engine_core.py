@@ -137,3 +137,14 @@ def test_a_replay_writes_the_table_value_again_for_the_changelog(engine: Engine)
                   committed_offset=21)
     table.writes.clear()
     assert engine.decide(inbound(create, 20), table, committed_offset=21) == [] and table.writes == []
+
+
+def test_a_re_decided_creation_gets_the_same_order_number(engine: Engine) -> None:
+    """A crash can lose a creation's table write after its change went out; deciding it again from
+    scratch must give the same number, so the number comes from the record's place, not a counter."""
+    create = creation("c-7", order_id="O-7")
+    first = engine.decide(inbound(create, 4711), {}, committed_offset=None)
+    again = engine.decide(inbound(create, 4711), {}, committed_offset=None)  # the table write was lost
+    change = [o for o in first if o.topic == TOPICS.changes]
+    assert change == [o for o in again if o.topic == TOPICS.changes]
+    assert CODEC.decode(change[0].value).value["order_number"] == "ORD-2025-02-004711"
