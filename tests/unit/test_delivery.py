@@ -91,14 +91,16 @@ async def test_an_output_kafka_did_not_take_ends_the_process_and_a_delivered_one
     exits: list[int] = []
     loop = asyncio.get_running_loop()
     delivered, lost, cancelled = loop.create_future(), loop.create_future(), loop.create_future()
-    for future in (delivered, lost, cancelled):
+    checked = {future: asyncio.Event() for future in (delivered, lost, cancelled)}
+    for future, event in checked.items():
         stop_hard_if_lost(future, "orderhub.order.changes.v1 key b'O-1'", exit=exits.append)
+        future.add_done_callback(lambda _, event=event: event.set())  # runs after the watcher's
     delivered.set_result("metadata")
     cancelled.cancel()
-    await asyncio.sleep(0)  # let the done-callbacks run
+    await asyncio.wait_for(asyncio.gather(checked[delivered].wait(), checked[cancelled].wait()), timeout=10)
     assert exits == []
     lost.set_exception(TimeoutError("batch expired"))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(checked[lost].wait(), timeout=10)
     assert exits == [EXIT_OUTPUT_LOST]
 
 
@@ -111,6 +113,7 @@ class ChangelogBuffer:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.message_sent = asyncio.Event()
         self.gate = asyncio.Event()  # the Kafka client taking the record
+        self.taken = asyncio.Event()  # the sender holds a record
         self.sent: list[str] = []
 
     @property
@@ -118,6 +121,7 @@ class ChangelogBuffer:
         return self.queue.qsize()
 
     async def _send_pending(self, record: str) -> None:
+        self.taken.set()
         await self.gate.wait()
         self.sent.append(record)
 
@@ -138,12 +142,10 @@ async def test_the_changelog_flush_waits_for_the_record_the_sender_already_took(
     try:
         buffer.queue.put_nowait("orders:O-1@v24")
         buffer.queue.put_nowait("orders:O-1@v25")
-        while buffer.size == 2:  # let the sender take the first one
-            await asyncio.sleep(0)
+        await asyncio.wait_for(buffer.taken.wait(), timeout=10)  # the sender holds the first one
         flush = asyncio.create_task(buffer.flush())
-        for _ in range(20):
-            await asyncio.sleep(0)
-        assert not flush.done() and buffer.sent == []
+        finished, _ = await asyncio.wait({flush}, timeout=0.5)  # faust's would return at once here
+        assert not finished and buffer.sent == []
         buffer.gate.set()
         await asyncio.wait_for(flush, timeout=10)
         assert buffer.sent == ["orders:O-1@v24", "orders:O-1@v25"]
@@ -185,8 +187,8 @@ async def test_a_cancelled_agent_finishes_the_work_it_started_before_its_record_
     running = asyncio.create_task(agent())
     await started.wait()  # the write has started and waits on its database
     running.cancel()
-    await asyncio.sleep(0)
-    assert not running.done()  # still finishing the write
+    finished, _ = await asyncio.wait({running}, timeout=0.5)
+    assert not finished  # still finishing the write
     gate.set()
     with pytest.raises(asyncio.CancelledError):
         await running
@@ -197,10 +199,16 @@ async def test_work_that_cannot_finish_while_stopping_ends_the_process(monkeypat
     exits: list[int] = []
     monkeypatch.setattr(delivery, "STOP_FLUSH_S", 0.2)
 
+    started = asyncio.Event()
+
+    async def stuck() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
     async def agent() -> None:
-        await settled(asyncio.Event().wait(), "decide", exit=exits.append)
+        await settled(stuck(), "decide", exit=exits.append)
     running = asyncio.create_task(agent())
-    await asyncio.sleep(0)
+    await asyncio.wait_for(started.wait(), timeout=10)
     running.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(running, timeout=10)
