@@ -131,10 +131,8 @@ async def settled(work: Awaitable[T], what: str, *, exit: Callable[[int], Any] =
         try:
             await asyncio.wait_for(asyncio.shield(task), STOP_FLUSH_S)
         except BaseException as exc:  # noqa: BLE001 - unfinished or failed: nothing may be committed
-            log.critical("stopping with %s unfinished (%s: %s); ending now so it is read again", what,
-                         type(exc).__name__, exc)
-            logging.shutdown()
-            exit(EXIT_OUTPUT_LOST)
+            _stop_hard(f"stopping with {what} unfinished ({type(exc).__name__}: {exc}); ending now so it is read again",
+                       exit)
         raise
 
 
@@ -148,8 +146,13 @@ def stop_hard_if_lost(future: "asyncio.Future[Any]", what: str, exit: Callable[[
         if done.cancelled():
             return
         if (error := done.exception()) is not None:
-            log.critical("output lost: %s: %s: %s; stopping now so its input is read again", what,
-                         type(error).__name__, error)
-            logging.shutdown()
-            exit(EXIT_OUTPUT_LOST)
+            _stop_hard(f"output lost: {what}: {type(error).__name__}: {error}; stopping now so its input is read again",
+                       exit)
     future.add_done_callback(check)
+
+
+def _stop_hard(why: str, exit: Callable[[int], Any]) -> None:
+    """End the process now, before faust can commit anything more: the restart reads it again."""
+    log.critical(why)
+    logging.shutdown()
+    exit(EXIT_OUTPUT_LOST)
