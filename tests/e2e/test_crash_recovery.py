@@ -241,15 +241,7 @@ async def read_all(settings: Settings, topics: list[str]) -> dict[str, list]:
 async def final_table(settings: Settings) -> dict[str, OrderState]:
     """The engine's table as its changelog holds it: the last value per order."""
     changelog = f"{settings.topic_namespace}{APP_ID}-orders-changelog"
-    probe = AIOKafkaConsumer(changelog, bootstrap_servers=settings.bootstrap_servers)  # end offsets: when is it all read
-    await probe.start()
-    try:
-        partitions = probe.partitions_for_topic(changelog) or set()
-        ends = await probe.end_offsets([TopicPartition(changelog, p) for p in partitions])
-    finally:
-        await probe.stop()
-    total = sum(ends.values())
-    records = await TopicReader(settings, [changelog]).until(lambda r: len(r[changelog]) >= total, 120)
+    records = await read_all(settings, [changelog])
     latest: dict[bytes, bytes | None] = {}
     for record in records[changelog]:
         latest[record.key] = record.value
