@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the run here")
     args = parser.parse_args(argv)
     settings = Settings().model_copy(update={"topic_namespace": args.namespace})
-    topics = TopicNames.in_namespace(args.namespace)
+    topics = TopicNames.load(namespace=args.namespace)
     group = f"{args.namespace}bench-{args.which}"
     profiler = cProfile.Profile() if args.profile else None
     if profiler:

@@ -115,7 +115,7 @@ async def _in_namespace(bench: Bench, purpose: str, work: Callable[[Settings, To
     scoped = await create_namespace(bench.settings, namespace)
     created = time.monotonic()
     try:
-        return await work(scoped, TopicNames.in_namespace(namespace))
+        return await work(scoped, TopicNames.load(namespace=namespace))
     finally:
         worked = time.monotonic()
         await delete_namespace(bench.settings, namespace)

@@ -32,7 +32,7 @@ def _local(action: str, what: str, up: Callable[[], str], down: Callable[[], lis
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from hub import localkafka
+    from localdev import kafka as localkafka
 
     settings = get_settings()
 
@@ -82,7 +82,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The main job on the embedded default: local Kafka (unless one is configured), topics, worker."""
-    from hub import localkafka, topics
+    from hub import topics
+    from localdev import kafka as localkafka
     from hub.settings import Settings
     from hub.streams.app import run_worker
 
@@ -110,7 +111,7 @@ def _orders(args: argparse.Namespace) -> int:
 
 
 def _postgres(args: argparse.Namespace) -> int:
-    from hub import localpg
+    from localdev import postgres as localpg
 
     settings = get_settings()
     return _local(args.action, "local PostgreSQL", lambda: localpg.up(settings, port=args.port or localpg.DEFAULT_PORT),

@@ -87,6 +87,27 @@ class ConflictOutcome(str, Enum):
     UNKNOWN = "UNKNOWN"
 
 
+class ProposalOutcome(str, Enum):
+    """What became of a proposal: the answer its sender waits for."""
+
+    CREATED = "CREATED"
+    APPLIED = "APPLIED"
+    MERGED = "MERGED"
+    RESOLVED = "RESOLVED"
+    UNCHANGED = "UNCHANGED"    # every value was already current: no new version
+    PARKED = "PARKED"          # a conflict waits for a person; nothing applied
+    KEPT = "KEPT"              # every conflict kept the current value; nothing else to apply
+    REJECTED = "REJECTED"
+    DUPLICATE = "DUPLICATE"    # this event id was decided before; nothing changed now
+    UNKNOWN = "UNKNOWN"
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the proposal made a new version."""
+        return self in (ProposalOutcome.CREATED, ProposalOutcome.APPLIED, ProposalOutcome.MERGED,
+                        ProposalOutcome.RESOLVED)
+
+
 class RejectionReason(str, Enum):
     """Why a proposal was refused."""
 
@@ -301,6 +322,8 @@ class FieldConflict(_Event):
     owner: str | None = Field(description="The field's owning system.")
     policy: ConflictPolicy = Field(ConflictPolicy.MANUAL, description="Policy applied.")
     outcome: ConflictOutcome = Field(ConflictOutcome.PARKED, description="What happened.")
+    reason: str | None = Field(None, description="Why the policy led to this outcome, when it is not "
+                               "plain: e.g. owner_wins parked because neither side owns the field.")
 
 
 class OrderConflict(_Event):
@@ -372,8 +395,31 @@ class OrderRelease(_Event):
     released_at: dt.datetime = Field(description="When the release was accepted.")
 
 
+class ProposalAnswer(_Event):
+    """The hub's one answer to one proposal, which its sender waits for by event id."""
+
+    schema_name: ClassVar[str] = "proposal_answer"
+
+    record_id: str = Field(description="Deterministic id; consumers dedup by it.")
+    event_id: str = Field(description="The proposal this record answers.")
+    order_id: str | None = Field(None, description="Hub order id, when the proposal could be resolved to one.")
+    order_number: str | None = Field(None, description="The order's number, once it exists.")
+    source_system: str = Field(description="The proposal's source system.")
+    outcome: ProposalOutcome = Field(ProposalOutcome.UNKNOWN, description="What became of the proposal.")
+    version: int | None = Field(None, description="The order's version after this decision (the sender's next "
+                                "base); null while the order does not exist.")
+    made_version: int | None = Field(None, description="The version this proposal made, when accepted "
+                                     "(for a duplicate: the version its first delivery made).")
+    first_outcome: ProposalOutcome | None = Field(None, description="For a duplicate: how the event id was "
+                                                  "decided the first time, when still known.")
+    message: str | None = Field(None, description="One line for a person: a rejection's first reason, a "
+                                "conflict's fields.")
+    decided_at: dt.datetime = Field(description="When the hub decided.")
+
+
 #: Every top-level event model, by schema folder name.
 EVENT_MODELS: dict[str, type[_Event]] = {
     model.schema_name: model
-    for model in (OrderSnapshot, ChangeProposal, OrderChange, OrderConflict, OrderRejection, OrderRelease)
+    for model in (OrderSnapshot, ChangeProposal, OrderChange, OrderConflict, OrderRejection, OrderRelease,
+                  ProposalAnswer)
 }

@@ -13,10 +13,10 @@ to plain value instead of the wire's list of ``{field, value}`` pairs with canon
       "changes": {"customer.id": "C-100", "lines.10.quantity": "5", ...}
     }
 
-The proposal goes to the proposals topic like any connector's, keyed by ``OrderRef.key``; the
-command then reads the decision topics from where they ended before the send until the
-decision for its event id arrives: created/applied/merged/resolved, a conflict (kept or parked),
-or a rejection with every field error.
+The proposal goes to the proposals topic like any connector's, through ``hub.client.HubClient``;
+the command then prints the hub's answer for its event id: created/applied/merged/resolved with
+the diffs, unchanged, a conflict (kept or parked), a rejection with every field error, or a
+duplicate (the event id was decided before).
 """
 
 from __future__ import annotations
@@ -25,23 +25,18 @@ import asyncio
 import datetime as dt
 import json
 import sys
-import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from hub.domain.fields import canonical_json
-from hub.errors import BrokerUnavailable, InvalidInput
-from hub.events import ChangeProposal
+from hub.client import Decided, HubClient
+from hub.errors import InvalidInput
+from hub.events import ChangeProposal, ProposalOutcome
 from hub.readmodel import diff_text
-from hub.serde.store import SchemaStore
-from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
-from hub.streams.core import TopicNames
 
 
 def load_proposal(text: str, now: dt.datetime | None = None) -> ChangeProposal:
@@ -74,104 +69,59 @@ def _refuse_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-@dataclass
-class Outcome:
-    """The hub's answer to one proposal: its records on the decision topics, by topic."""
-
-    topics: TopicNames
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        """Every record of the answer is here (a conflict decided into a new version comes with its change)."""
-        conflict = self.records.get(self.topics.conflicts)
-        if conflict is not None and conflict["resulting_version"] is not None:
-            return self.topics.changes in self.records
-        return bool(self.records)
-
-    @property
-    def accepted(self) -> bool:
-        """The proposal made a new version."""
-        return self.topics.changes in self.records
-
-    def text(self) -> str:
-        """For a person: what happened, then the fields it happened to."""
-        lines = []
-        if (r := self.records.get(self.topics.changes)) is not None:
-            lines.append(f"{r['outcome']}: {r['order_number']} version {r['version']} (order id {r['order_id']})")
-            lines += [f"  {diff_text(d)}" for d in r["diffs"]]
-            lines += [f"  + cross-reference {x['system']}/{x['object_type']}/{x['external_id']}"
-                      for x in r["external_refs_added"]]
-        if (r := self.records.get(self.topics.conflicts)) is not None:
-            what = "PARKED for a person" if r["parked"] else "CONFLICT"
-            lines.append(f"{what}: {r['order_number']} (base version {r['base_version']}, current {r['current_version']})")
-            lines += [f"  {f['field']}: {f['outcome']} by {f['policy']} (current {f['current_value']}, "
-                      f"proposed {f['proposed_value']})" for f in r["fields"]]
-        if (r := self.records.get(self.topics.rejections)) is not None:
-            lines.append(f"REJECTED {r['reason']}" + (f": order id {r['order_id']}" if r["order_id"] else ""))
-            lines += [f"  {_error_text(e)} [{e['rule']}]" for e in r["errors"]]
-        return "\n".join(lines)
+def decision_text(decided: Decided) -> str:
+    """For a person: what happened, then the fields it happened to."""
+    answer, lines = decided.answer, []
+    order = f"(order id {answer.order_id})" if answer.order_id else ""
+    if (change := decided.change) is not None:
+        lines.append(f"{change.outcome.value}: {change.order_number} version {change.version} (order id {change.order_id})")
+        lines += [f"  {diff_text(d.model_dump())}" for d in change.diffs]
+        lines += [f"  + cross-reference {x.system}/{x.object_type}/{x.external_id}" for x in change.external_refs_added]
+    if (conflict := decided.conflict) is not None:
+        what = "PARKED for a person" if conflict.parked else "CONFLICT"
+        lines.append(f"{what}: {conflict.order_number} (base version {conflict.base_version}, "
+                     f"current {conflict.current_version})")
+        lines += [f"  {f.field}: {f.outcome.value} by {f.policy.value} (current {f.current_value}, "
+                  f"proposed {f.proposed_value})" + (f": {f.reason}" if f.reason else "") for f in conflict.fields]
+    if (rejection := decided.rejection) is not None:
+        lines.append(f"REJECTED {rejection.reason.value}" + (f": order id {rejection.order_id}" if rejection.order_id else ""))
+        lines += [f"  {_error_text(e.field, e.message)} [{e.rule}]" for e in rejection.errors]
+    if not lines:  # unchanged, duplicate, or the details did not come in time: the answer alone
+        lines.append(f"{answer.outcome.value}: {answer.order_number or '-'} at version {answer.version} {order}".rstrip())
+        if answer.message:
+            lines.append(f"  {answer.message}")
+    return "\n".join(lines)
 
 
-def _error_text(error: dict[str, Any]) -> str:
-    field, message = error["field"], error["message"]
+def _error_text(field: str | None, message: str) -> str:
     if field is None:
         return f"(proposal): {message}"
     return message if message.startswith(f"{field}: ") else f"{field}: {message}"
 
 
-async def propose(settings: Settings, proposal: ChangeProposal, *, wait_s: float | None = 30.0) -> Outcome | None:
-    """Send the proposal; with ``wait_s``, return the decision for its event id (``BrokerUnavailable`` if none comes)."""
-    topics = TopicNames.in_namespace(settings.topic_namespace)
-    codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
-    decided_on = [topics.changes, topics.conflicts, topics.rejections]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all", enable_idempotence=True)
-    try:
-        await consumer.start()
-        await producer.start()
-        if wait_s is not None:  # read from where the decision topics end now: older answers are not ours
-            existing = await consumer.topics()
-            if not set(decided_on) <= existing:
-                raise BrokerUnavailable(f"the decision topics {decided_on} do not all exist: run `orderhub topics apply`")
-            partitions = [TopicPartition(t, p) for t in decided_on for p in sorted(await producer.partitions_for(t))]
-            consumer.assign(partitions)
-            for tp, end in (await consumer.end_offsets(partitions)).items():
-                consumer.seek(tp, end)
-        await producer.send_and_wait(topics.proposals, codec.encode("change_proposal", proposal.to_avro()),
-                                     key=proposal.order_ref.key.encode())
+async def propose(settings: Settings, proposal: ChangeProposal, *, wait_s: float | None = 30.0) -> Decided | None:
+    """Send the proposal; with ``wait_s``, return the hub's answer (``BrokerUnavailable`` if none comes)."""
+    async with HubClient(settings, details=wait_s is not None) as client:
         if wait_s is None:
+            await client.send(proposal)
             return None
-        outcome = Outcome(topics)
-        deadline = time.monotonic() + wait_s
-        while not outcome.complete and time.monotonic() < deadline:
-            for tp, batch in (await consumer.getmany(timeout_ms=500)).items():
-                for message in batch:
-                    record = codec.decode(message.value, topic=message.topic, partition=message.partition,
-                                          offset=message.offset).value
-                    if record.get("event_id") == proposal.event_id:
-                        outcome.records[tp.topic] = record
-        if outcome.complete:
-            return outcome
-        raise BrokerUnavailable(
-            f"sent {proposal.event_id}, but no decision arrived within {wait_s:g}s: is a worker running "
-            "(`orderhub run` or `orderhub worker`)? An event id decided long ago is a duplicate and answers nothing new")
-    finally:
-        await producer.stop()
-        await consumer.stop()
+        return await client.propose(proposal, timeout_s=wait_s)
 
 
 def propose_file(settings: Settings, path: str, *, wait_s: float | None) -> int:
-    """The command: load ``path`` (``-``: standard input), send it, print the outcome; 0 if it made a version."""
+    """The command: load ``path`` (``-``: standard input), send it, print the answer.
+
+    Exit status 0 when the order now has what the file asks for (a new version, or unchanged
+    because it already had it), 1 otherwise (rejected, parked, kept, or a duplicate event id).
+    """
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InvalidInput(f"cannot read the proposal: {exc}") from None
     proposal = load_proposal(text)
-    outcome = asyncio.run(propose(settings, proposal, wait_s=wait_s))
-    if outcome is None:
+    decided = asyncio.run(propose(settings, proposal, wait_s=wait_s))
+    if decided is None:
         print(f"sent {proposal.event_id} (key {proposal.order_ref.key})")
         return 0
-    print(outcome.text())
-    return 0 if outcome.accepted else 1
+    print(decision_text(decided))
+    return 0 if decided.accepted or decided.outcome == ProposalOutcome.UNCHANGED else 1

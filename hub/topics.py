@@ -27,7 +27,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import TopicPartition
 
 from hub.errors import TopicDeclarationError
-from hub.settings import Settings
+from hub.settings import PROJECT_DIR, Settings
 
 #: The topic where ``apply`` records each topic's applied key and value schema (namespace-prefixed).
 DECLARATIONS_TOPIC = "_orderhub.topic-declarations"
@@ -58,6 +58,8 @@ class TopicDeclaration:
     #: The stateful group this topic is co-partitioned with (``engine``): its keys map to table
     #: state by partition, so its partition count is fixed once created.
     co_partitioned: str | None = None
+    #: How code names this topic (``TopicNames``); None for topics only a framework names.
+    role: str | None = None
 
     def effective_replication(self, brokers: int) -> int:
         """The replication factor to use on a cluster with this many brokers."""
@@ -113,6 +115,46 @@ class Plan:
         return lines + [f"refused: {r}" for r in self.refusals]
 
 
+@dataclass(frozen=True)
+class TopicNames:
+    """The name of every topic orderhub's code reads or writes, by role, as topics.yaml declares them.
+
+    topics.yaml is the only place topic names are written; code asks for ``topics.changes``.
+    """
+
+    proposals: str
+    by_order: str
+    changes: str
+    state: str
+    conflicts: str
+    rejections: str
+    releases: str
+    ref_links: str
+    answers: str
+    dead_letters: str
+    connector_cursors: str
+
+    @classmethod
+    def from_declarations(cls, declared: list[TopicDeclaration]) -> "TopicNames":
+        """The names of the declared topics by their ``role``; every role must be declared."""
+        by_role = {d.role: d.name for d in declared if d.role is not None}
+        missing = [name for name in cls.__dataclass_fields__ if name not in by_role]
+        if missing:
+            raise TopicDeclarationError(f"topics.yaml declares no topic with role {', '.join(missing)}")
+        return cls(**{name: by_role[name] for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def load(cls, topics_file: Path = PROJECT_DIR / "topics.yaml", schemas_dir: Path | None = None,
+             namespace: str = "") -> "TopicNames":
+        """The names declared in ``topics_file`` (the project's by default), prefixed by ``namespace``."""
+        return cls.from_declarations(load_declarations(topics_file, schemas_dir, namespace))
+
+    @classmethod
+    def of(cls, settings: Settings) -> "TopicNames":
+        """The names the hub configured by ``settings`` uses."""
+        return cls.load(settings.topics_file, settings.schemas_dir, settings.topic_namespace)
+
+
 def co_partitions(declared: list[TopicDeclaration], group: str) -> int:
     """The partition count of a co-partitioned group (its tables have as many partitions)."""
     counts = {d.partitions for d in declared if d.co_partitioned == group}
@@ -150,6 +192,7 @@ def load_declarations(path: Path, schemas_dir: Path | None = None, namespace: st
                 dead_letter=raw["dead_letter"] and namespace + raw["dead_letter"],
                 configs={str(k): str(v) for k, v in configs.items()},
                 co_partitioned=raw.get("co_partitioned"),
+                role=raw.get("role"),
             ))
         except (KeyError, TypeError, ValueError) as exc:
             raise TopicDeclarationError(f"{path}: topic {raw.get('name', '?')}: bad or missing {exc}") from exc
@@ -162,6 +205,9 @@ def load_declarations(path: Path, schemas_dir: Path | None = None, namespace: st
         if len(counts) > 1:
             raise TopicDeclarationError(f"{path}: the topics co-partitioned as {group!r} declare different "
                                         f"partition counts {sorted(counts)}; they must all be the same")
+    roles = [d.role for d in declarations if d.role is not None]
+    if repeated := sorted({r for r in roles if roles.count(r) > 1}):
+        raise TopicDeclarationError(f"{path}: role {repeated[0]} is declared by more than one topic")
     for d in declarations:
         if names.count(d.name) > 1:
             raise TopicDeclarationError(f"{path}: topic {d.name} is declared twice")

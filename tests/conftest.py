@@ -17,7 +17,7 @@ from typing import Iterator
 
 import pytest
 
-from hub import localkafka, localpg
+from localdev import kafka as localkafka, postgres as localpg
 from hub.settings import Settings, get_settings
 from tests.integration.kafka_helpers import WorkerProcess, delete_namespace_topics
 from tests.services import free_port, local_state_dir, namespaced_settings

@@ -1,13 +1,14 @@
 """Deciding one proposal against one order's state: the hub's core rule, as a pure function.
 
 ``decide(state, proposal, ...)`` returns a ``Decision``: the kind (created, applied, merged,
-resolved, parked, kept, rejected, duplicate), the new state, and the output records, each
-with a deterministic ``record_id`` so a replay re-creates the same records and consumers
-dedup by id. Nothing here knows about Kafka.
+resolved, unchanged, parked, kept, rejected, duplicate), the new state, the output records,
+each with a deterministic ``record_id`` so a replay re-creates the same records and consumers
+dedup by id, and the one answer the proposal's sender waits for. Nothing here knows about Kafka.
 
 The rules (../shared/DOMAIN.md):
 
-1. A proposal whose event id this order has already decided is a duplicate: no change.
+1. A proposal whose event id this order has already decided is a duplicate: no change; its
+   answer says how it was first decided and which version it made.
 2. The proposal as a whole (a known system, a permitted creator for a CREATE, something to
    change, a base version >= 0, only the writer's own external references), then field
    paths, values and permissions are checked first; any error rejects the proposal whole,
@@ -26,8 +27,11 @@ The rules (../shared/DOMAIN.md):
    One manual field parks the whole proposal for a person; nothing of it is applied.
 6. The lifecycle status is a state machine, not a value: a step is checked against the
    current status and the writer's permitted steps, and never conflicts.
-7. Every accepted change makes version N+1, even one that changes nothing but confirms
-   the current values, so the audit trail shows every accepted proposal.
+7. Every accepted change makes version N+1. A proposal that changes nothing (every value it
+   sets is already current, every reference it attaches already known) is UNCHANGED: no
+   version, no change or state record, so a connector echoing the hub's own write moves
+   nobody's base version; its answer names the version it confirmed.
+8. Every proposal gets exactly one answer (``ProposalAnswer``), whatever became of it.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from hub.domain.rules import MANUAL, Rules
 from hub.events import (
     ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy, ExternalRef, FieldConflict, FieldDiff,
     FieldError, Instruction, OrderChange, OrderConflict, OrderRejection, OrderRelease, OrderSnapshot,
-    ProposalIntent, RejectionReason, ReleaseLine, Writer,
+    ProposalAnswer, ProposalIntent, ProposalOutcome, RejectionReason, ReleaseLine, Writer,
 )
 
 #: The flag that pauses an order's lifecycle where it is.
@@ -64,8 +68,14 @@ class DecisionKind(str, Enum):
     RESOLVED = "resolved"          # conflicts decided by owner_wins, the rest applied
     CONFLICT_PARKED = "parked"     # a manual conflict: waits for a person, nothing applied
     CONFLICT_KEPT = "kept"         # every conflict kept the current value; nothing else to apply
+    UNCHANGED = "unchanged"        # every value already current: no version
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+
+    @property
+    def outcome(self) -> ProposalOutcome:
+        """The same, as the answer's outcome."""
+        return ProposalOutcome(self.value.upper())
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ class Decision:
     conflict: OrderConflict | None = None
     rejection: OrderRejection | None = None
     release: OrderRelease | None = None
+    #: The one answer to the proposal's sender (set by ``decide`` for every decision).
+    answer: ProposalAnswer | None = None
 
     @property
     def accepted(self) -> bool:
@@ -105,8 +117,22 @@ def decide(
 ) -> Decision:
     """Decide one proposal for the order ``order_id`` (see the module docstring for the rules)."""
     state = state or OrderState(order_id=order_id)
-    if state.has_seen(proposal.event_id):
-        return Decision(DecisionKind.DUPLICATE, state)
+    if (first := state.decided.get(proposal.event_id)) is not None:
+        duplicate = Decision(DecisionKind.DUPLICATE, state)
+        first_kind = DecisionKind(first.kind) if first.kind else None
+        message = (f"event id {proposal.event_id} was already decided"
+                   + (f" as {first_kind.outcome.value}" if first_kind else "")
+                   + (f", making version {first.made_version}" if first.made_version else ""))
+        return replace(duplicate, answer=_answer(duplicate, proposal, order_id, at, message, first.made_version,
+                                                 first_kind.outcome if first_kind else None))
+    decision = _decide(state, proposal, order_id, rules, at, next_order_number)
+    made = decision.state.version if decision.accepted else None
+    remembered = replace(decision, state=decision.state.remember(proposal.event_id, decision.kind.value, made))
+    return replace(remembered, answer=_answer(remembered, proposal, order_id, at, _message(remembered), made, None))
+
+
+def _decide(state: OrderState, proposal: ChangeProposal, order_id: str, rules: Rules, at: dt.datetime,
+            next_order_number: Callable[[], str]) -> Decision:
     changes, errors = _parse_changes(proposal)
     errors = _proposal_errors(rules, proposal) + errors
     system, role = proposal.source_system, proposal.actor.role
@@ -258,7 +284,7 @@ def _create(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
         changes = {**changes, STATUS_PATH: canonical_json("DRAFT")}
     fields = {p: FieldState(v, 1, system, actor) for p, v in changes.items() if v is not None}
     created = replace(state, version=1, order_number=order_number, created_at=when, updated_at=when, fields=fields,
-                      external_refs=tuple(merge_refs((), _named_by(proposal)))).remember(proposal.event_id)
+                      external_refs=tuple(merge_refs((), _named_by(proposal))))
     diffs = [FieldDiff(field=p, before=None, after=v) for p, v in sorted(changes.items()) if v is not None]
     return _accepted(DecisionKind.CREATED, ChangeOutcome.CREATED, state, created, proposal, diffs,
                      list(created.external_refs), at)
@@ -293,6 +319,8 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
     refs_added = merge_refs(state.external_refs, proposal.external_refs)
     if conflicts and not clean and not refs_added:
         return _conflicted(DecisionKind.CONFLICT_KEPT, state, proposal, base, conflicts, None, at)
+    if not clean and not refs_added:  # every value already current: confirms, makes no version
+        return Decision(DecisionKind.UNCHANGED, state)
 
     version = state.version + 1
     system, actor = proposal.source_system, proposal.actor.id
@@ -304,7 +332,7 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
         fields[path] = previous.changed(clean[path], version, system, actor) if previous \
             else FieldState(clean[path], version, system, actor)
     updated = replace(state, version=version, updated_at=format_timestamp(at), fields=fields,
-                      external_refs=(*state.external_refs, *refs_added)).remember(proposal.event_id)
+                      external_refs=(*state.external_refs, *refs_added))
     if conflicts:
         kind, outcome = DecisionKind.RESOLVED, ChangeOutcome.RESOLVED
     elif base == state.version:
@@ -321,20 +349,23 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
 def _field_conflict(path: str, current: FieldState, value: str | None, base: int,
                     proposal: ChangeProposal, rules: Rules) -> FieldConflict:
     owner = rules.owner(path)
+    reason = None
     if rules.policy(path) == MANUAL:
         policy, outcome = ConflictPolicy.MANUAL, ConflictOutcome.PARKED
     elif proposal.source_system == owner:
         policy, outcome = ConflictPolicy.OWNER_WINS, ConflictOutcome.PROPOSED_WON
     elif current.system == owner:
         policy, outcome = ConflictPolicy.OWNER_WINS, ConflictOutcome.CURRENT_KEPT
-    else:  # neither side owns the field: a person decides
-        policy, outcome = ConflictPolicy.MANUAL, ConflictOutcome.PARKED
+    else:  # neither side owns the field: a person decides, and the record says why
+        policy, outcome = ConflictPolicy.OWNER_WINS, ConflictOutcome.PARKED
+        reason = (f"owner_wins: neither {current.system} (current) nor {proposal.source_system} (proposed) "
+                  f"owns {path} (owner {owner}); parked for a person")
     return FieldConflict(
         field=path, base_value=current.value_at(base), base_value_known=current.knows(base),
         current_value=current.value, proposed_value=value,
         current_writer=Writer(source_system=current.system, actor_id=current.actor, version=current.version),
         proposed_writer=Writer(source_system=proposal.source_system, actor_id=proposal.actor.id, version=base),
-        owner=owner, policy=policy, outcome=outcome,
+        owner=owner, policy=policy, outcome=outcome, reason=reason,
     )
 
 
@@ -362,7 +393,7 @@ def _conflicted(kind: DecisionKind, state: OrderState, proposal: ChangeProposal,
         parked=kind == DecisionKind.CONFLICT_PARKED, resulting_version=resulting_version, decided_at=at,
         proposal=proposal,
     )
-    return Decision(kind, state.remember(proposal.event_id), conflict=conflict)
+    return Decision(kind, state, conflict=conflict)
 
 
 def _reject(state: OrderState, proposal: ChangeProposal, order_id: str, errors: list[_Error],
@@ -373,8 +404,33 @@ def _reject(state: OrderState, proposal: ChangeProposal, order_id: str, errors: 
         errors=[FieldError(field=e.field, rule=e.rule, message=e.message) for e in errors],
         current_version=state.version if state.exists else None, decided_at=at, proposal=proposal,
     )
-    # Remember the id even for an order that does not exist: a replay must decide the same.
-    return Decision(DecisionKind.REJECTED, state.remember(proposal.event_id), rejection=rejection)
+    # ``decide`` remembers the id even for an order that does not exist: a replay must decide the same.
+    return Decision(DecisionKind.REJECTED, state, rejection=rejection)
+
+
+def _answer(decision: Decision, proposal: ChangeProposal, order_id: str, at: dt.datetime, message: str | None,
+            made_version: int | None, first_outcome: ProposalOutcome | None) -> ProposalAnswer:
+    state = decision.state
+    return ProposalAnswer(
+        record_id=f"{proposal.event_id}:answer", event_id=proposal.event_id, order_id=order_id,
+        order_number=state.order_number, source_system=proposal.source_system, outcome=decision.kind.outcome,
+        version=state.version if state.exists else None, made_version=made_version, first_outcome=first_outcome,
+        message=message, decided_at=at,
+    )
+
+
+def _message(decision: Decision) -> str | None:
+    """One line for a person about a decision that did not simply apply."""
+    if decision.rejection is not None:
+        first = decision.rejection.errors[0]
+        return first.message + (f" (and {len(decision.rejection.errors) - 1} more)"
+                                if len(decision.rejection.errors) > 1 else "")
+    if decision.conflict is not None:
+        return "; ".join(f"{f.field}: {f.outcome.value.lower()} by {f.policy.value.lower()}"
+                         for f in decision.conflict.fields)
+    if decision.kind == DecisionKind.UNCHANGED:
+        return f"every value was already current at version {decision.state.version}"
+    return None
 
 
 def _release(snapshot: OrderSnapshot, event_id: str, at: dt.datetime) -> OrderRelease:

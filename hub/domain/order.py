@@ -23,6 +23,16 @@ SEEN_LIMIT = 2000
 
 
 @dataclass(frozen=True)
+class Decided:
+    """How one proposal id was decided for this order: what a duplicate is answered with."""
+
+    #: The decision's kind (``DecisionKind`` value), None when not recorded (older state).
+    kind: str | None
+    #: The version it made, when it was accepted.
+    made_version: int | None
+
+
+@dataclass(frozen=True)
 class FieldState:
     """One field's current value and its provenance."""
 
@@ -67,8 +77,8 @@ class OrderState:
     updated_at: str | None = None
     fields: dict[str, FieldState] = field(default_factory=dict)
     external_refs: tuple[ExternalRef, ...] = ()
-    #: Proposal ids already decided for this order, oldest first.
-    seen: tuple[str, ...] = ()
+    #: Proposal ids already decided for this order, oldest first, with how each was decided.
+    decided: dict[str, Decided] = field(default_factory=dict)
 
     @property
     def exists(self) -> bool:
@@ -87,11 +97,15 @@ class OrderState:
 
     def has_seen(self, event_id: str) -> bool:
         """Whether this proposal id was already decided for this order."""
-        return event_id in self.seen
+        return event_id in self.decided
 
-    def remember(self, event_id: str) -> "OrderState":
-        """The same state, with one more decided proposal id (bounded)."""
-        return replace(self, seen=(*self.seen, event_id)[-SEEN_LIMIT:])
+    def remember(self, event_id: str, kind: str, made_version: int | None = None) -> "OrderState":
+        """The same state, with one more decided proposal id (the oldest forgotten past SEEN_LIMIT)."""
+        decided = dict(self.decided)
+        decided[event_id] = Decided(kind, made_version)
+        while len(decided) > SEEN_LIMIT:
+            del decided[next(iter(decided))]
+        return replace(self, decided=decided)
 
     def line_numbers(self) -> list[int]:
         """Line numbers that have any field set, ascending."""
@@ -107,7 +121,7 @@ class OrderState:
             "f": {p: [s.value, s.version, s.system, s.actor, [list(e) for e in s.earlier]]
                   for p, s in self.fields.items()},
             "x": [[r.system, r.object_type, r.external_id, r.external_number] for r in self.external_refs],
-            "s": list(self.seen),
+            "s": [[e, d.kind, d.made_version] for e, d in self.decided.items()],
         }
 
     @classmethod
@@ -120,7 +134,9 @@ class OrderState:
                     for p, v in data["f"].items()},
             external_refs=tuple(ExternalRef(system=s, object_type=t, external_id=i, external_number=n)
                                 for s, t, i, n in data["x"]),
-            seen=tuple(data["s"]),
+            # an id alone is what states written before answers existed hold
+            decided={s: Decided(None, None) for s in data["s"] if isinstance(s, str)}
+            | {s[0]: Decided(s[1], s[2]) for s in data["s"] if not isinstance(s, str)},
         )
 
     # --- the public face ----------------------------------------------------------------

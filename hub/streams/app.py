@@ -22,14 +22,14 @@ import faust
 from faust.types import EventT
 
 from hub.domain.rules import Rules
-from hub.errors import RetriableError, UndecodableRecord
+from hub.errors import FatalError, RetriableError, UndecodableRecord
 from hub.events import OrderChange, OrderConflict, OrderSnapshot
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
 from hub.topics import co_partitions, load_declarations
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
-from hub.streams.delivery import make_flush_complete, retrying, settled, stop_hard_if_lost, write_batch
+from hub.streams.delivery import make_flush_complete, retrying, settled, stop_hard_if_lost, stop_on_fatal, write_batch
 
 APP_ID = "orderhub-engine"
 #: Projector batches: at most this many records, or what arrived within this many seconds.
@@ -46,7 +46,7 @@ def _inbound(event: EventT) -> Inbound:
 
 def create_app(settings: Settings) -> faust.App:
     """Build the engine's faust app from settings."""
-    topics = TopicNames.in_namespace(settings.topic_namespace)
+    topics = TopicNames.of(settings)
     # the tables have as many partitions as the topics whose keys they hold (topics.yaml)
     partitions = co_partitions(load_declarations(settings.topics_file, settings.schemas_dir), "engine")
     # faust names table files after the table, not the changelog topic: keep namespaces apart.
@@ -86,10 +86,14 @@ def create_app(settings: Settings) -> faust.App:
 
     def guarded(stage: str, work: Callable[[Inbound], list[Outbound]]):
         """Run one record's work. A retriable failure (the registry is down) is retried, holding the
-        partition; any other failure sends the record to the dead-letter topic and goes on."""
+        partition; a fatal one (wrong configuration) stops the worker before the record is committed;
+        any other failure sends the record to the dead-letter topic and goes on."""
         async def handle(record: Inbound, timestamp: float, where: str) -> None:
             try:
                 results = await retrying(lambda: work(record), (RetriableError,), where)
+            except FatalError as exc:
+                stop_on_fatal(exc, where)
+                raise
             except Exception as exc:  # a bug must not stop the partition: park the record
                 app.log.exception("%s failed", where)
                 results = [dead_letter(topics, record, stage, exc)]

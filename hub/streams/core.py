@@ -10,13 +10,15 @@ Crash safety, at least once:
    once per proposal. faust flushes the changelog before it commits input offsets, so after
    a crash the input is replayed against state that may already contain its effects.
 2. A replayed proposal is recognised by its event id in that state and changes nothing.
-3. Its outputs may have been lost in flight, so the state also keeps the encoded outputs of
-   the proposals decided since the input offset last committed (the only ones a replay can
-   meet again) and re-publishes them byte for byte. Every output carries a deterministic
-   record id; consumers dedup by it. The table value itself is written again too: a warm
-   restart reads the worker's local RocksDB, which can hold a write whose changelog record
-   the crash lost.
-4. The decision time is the input record's timestamp, so a replay decides identically.
+3. Its outputs may have been lost in flight, so the state also keeps a replay buffer: the
+   encoded outputs of the proposals decided since the input offset last committed (the only
+   ones a replay can meet again), re-published byte for byte when the same input record (same
+   offset) is read again. Every output carries a deterministic record id; consumers dedup by
+   it. The table value itself is written again too: a warm restart reads the worker's local
+   RocksDB, which can hold a write whose changelog record the crash lost.
+4. The same event id arriving in another record (a sender's retry, not a crash replay) is a
+   duplicate: it is answered DUPLICATE with the version it made, and nothing is re-published.
+5. The decision time is the input record's timestamp, so a replay decides identically.
 """
 
 from __future__ import annotations
@@ -32,33 +34,14 @@ from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.order import OrderState
 from hub.domain.rules import Rules
 from hub.errors import ReferenceTaken, UndecodableRecord
-from hub.events import ChangeProposal, FieldError, OrderRejection, RejectionReason
+from hub.events import ChangeProposal, FieldError, OrderRejection, ProposalAnswer, ProposalOutcome, RejectionReason
 from hub.serde.wire import AvroCodec
+from hub.topics import TopicNames
 
 #: Namespace of order ids derived from the external reference that created the order.
 ORDER_ID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f0e-9a57-0b7c2f4d9e10")
-#: Hard cap on the re-publishable outputs kept per order (normally far fewer are kept).
-OUTBOX_LIMIT = 64
-
-
-@dataclass(frozen=True)
-class TopicNames:
-    """The topics the engine reads and writes (defaults as declared in topics.yaml)."""
-
-    proposals: str = "orderhub.order.proposals.v1"
-    by_order: str = "orderhub.order.proposals-by-order.v1"
-    changes: str = "orderhub.order.changes.v1"
-    state: str = "orderhub.order.state.v1"
-    conflicts: str = "orderhub.order.conflicts.v1"
-    rejections: str = "orderhub.order.rejections.v1"
-    releases: str = "orderhub.order.releases.v1"
-    ref_links: str = "orderhub.order.ref-links.v1"
-    dead_letters: str = "orderhub.deadletter.v1"
-
-    @classmethod
-    def in_namespace(cls, namespace: str) -> "TopicNames":
-        """The same topics with every name prefixed, as ``topics apply`` creates them."""
-        return cls(**{name: namespace + value for name, value in vars(cls()).items()})
+#: Hard cap on the re-publishable decisions kept per order (normally far fewer are kept).
+REPLAY_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -121,7 +104,7 @@ def dead_letter(topics: TopicNames, record: Inbound, stage: str, error: BaseExce
 class Engine:
     """Resolves references and decides proposals; encodes every output once."""
 
-    def __init__(self, codec: AvroCodec, rules: Rules, topics: TopicNames = TopicNames()) -> None:
+    def __init__(self, codec: AvroCodec, rules: Rules, topics: TopicNames) -> None:
         self.codec = codec
         self.rules = rules
         self.topics = topics
@@ -148,7 +131,12 @@ class Engine:
                                    message="order_ref has neither order_id nor an external reference")],
                 decided_at=record.at, proposal=proposal,
             )
-            return [self._out(self.topics.rejections, record.key, rejection)]
+            answer = ProposalAnswer(
+                record_id=f"{proposal.event_id}:answer", event_id=proposal.event_id,
+                source_system=proposal.source_system, outcome=ProposalOutcome.REJECTED,
+                message=rejection.errors[0].message, decided_at=record.at)
+            return [self._out(self.topics.rejections, record.key, rejection),
+                    self._out(self.topics.answers, record.key, answer)]
         return [Outbound(self.topics.by_order, order_id.encode(), record.value)]
 
     def link_reference(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> list[Outbound]:
@@ -181,37 +169,41 @@ class Engine:
         state = OrderState.from_dict(entry["state"]) if entry else None
         decision = decide(state, proposal, order_id=key.decode(), rules=self.rules, at=record.at,
                           next_order_number=lambda: order_number(record))
+        replay = (entry or {}).get("replay", [])
         if decision.kind == DecisionKind.DUPLICATE:
-            replayed = self._replay(entry, proposal.event_id, decision.state) if entry else []
-            if replayed:
-                # Decided since the last commit, so its table write may exist only in this worker's
-                # local store (RocksDB keeps a write whose changelog record a crash lost). Write the
-                # same value again so the changelog has it too.
+            decided = next((item for item in replay if item[0] == proposal.event_id), None)
+            if decided is not None and decided[1] == record.offset:
+                # The same input record read again after a crash: its outputs may be lost, and its
+                # table write may exist only in this worker's local store (RocksDB keeps a write whose
+                # changelog record a crash lost). Re-publish them and write the same value again.
                 table[key] = stored
-            return replayed
+                return self._replay(decided, decision.state)
+            # Another record with a decided event id: a sender's retry. Answer it; change nothing.
+            answer = decision.answer.model_copy(
+                update={"record_id": f"{proposal.event_id}:duplicate@{record.partition}:{record.offset}"})
+            return [self._out(self.topics.answers, key, answer)]
         outputs = self._outputs(decision, key)
-        # Keep what a replay could meet again: outputs decided at or after the committed offset.
-        outbox = [item for item in (entry or {}).get("out", [])
-                  if committed_offset is None or item[1] >= committed_offset][-(OUTBOX_LIMIT - 1):]
+        # Keep what a replay could meet again: decisions at or after the committed offset.
+        replay = [item for item in replay
+                  if committed_offset is None or item[1] >= committed_offset][-(REPLAY_LIMIT - 1):]
         made_version = decision.state.version if decision.accepted else None
-        outbox.append([proposal.event_id, record.offset, made_version,
+        replay.append([proposal.event_id, record.offset, made_version,
                        [[o.topic, base64.b64encode(o.value).decode()] + ([o.key.decode()] if o.key != key else [])
                         for o in outputs if o.topic != self.topics.state]])
-        table[key] = json.dumps({"state": decision.state.to_dict(), "out": outbox}, separators=(",", ":")).encode()
+        table[key] = json.dumps({"state": decision.state.to_dict(), "replay": replay}, separators=(",", ":")).encode()
         return outputs
 
-    def _replay(self, entry: dict[str, Any], event_id: str, state: OrderState) -> list[Outbound]:
-        for decided_id, _offset, version, records in entry.get("out", []):
-            if decided_id == event_id:
-                key = state.order_id.encode()
-                # [topic, value] keyed by the order; [topic, value, key] otherwise (a reference link)
-                outputs = [Outbound(item[0], item[2].encode() if len(item) > 2 else key, base64.b64decode(item[1]))
-                           for item in records]
-                if version is not None and version == state.version:
-                    # The state topic keeps only the latest: re-send it only from the proposal that made it.
-                    outputs.append(self._out(self.topics.state, key, state.to_snapshot()))
-                return outputs
-        return []  # decided long ago: its outputs were committed, nothing can be missing
+    def _replay(self, decided: list[Any], state: OrderState) -> list[Outbound]:
+        """The outputs of one decision in the replay buffer, byte for byte."""
+        _event_id, _offset, version, records = decided
+        key = state.order_id.encode()
+        # [topic, value] keyed by the order; [topic, value, key] otherwise (a reference link)
+        outputs = [Outbound(item[0], item[2].encode() if len(item) > 2 else key, base64.b64decode(item[1]))
+                   for item in records]
+        if version is not None and version == state.version:
+            # The state topic keeps only the latest: re-send it only from the proposal that made it.
+            outputs.append(self._out(self.topics.state, key, state.to_snapshot()))
+        return outputs
 
     def _outputs(self, decision: Decision, key: bytes) -> list[Outbound]:
         outputs = []
@@ -226,6 +218,8 @@ class Engine:
             outputs.append(self._out(self.topics.releases, key, decision.release))
         if decision.snapshot is not None:
             outputs.append(self._out(self.topics.state, key, decision.snapshot))
+        if decision.answer is not None:
+            outputs.append(self._out(self.topics.answers, key, decision.answer))
         return outputs
 
     def _proposal(self, record: Inbound) -> ChangeProposal:

@@ -1,11 +1,13 @@
 """What the agents do when the world outside fails: wait it out, park the record, or stop hard.
 
-Three rules, one per kind of failure:
+Four rules, one per kind of failure:
 
 - **An outage** (the schema registry or the database is down): retry with backoff, holding the
   partition. Nothing behind the record moves, so nothing is reordered or lost.
 - **A record that can never succeed** (bytes no schema reads, a row the database refuses):
   the record goes to the dead-letter topic with why, and the partition goes on.
+- **A fatal error** (configuration or declarations are wrong): the worker stops at once, before
+  the record's offset is committed, and says why; every later record would fail the same way.
 - **An output Kafka did not take** (the broker refused or timed out a send after its retries):
   the process exits at once, before faust can commit the input offset behind it. This is the
   SIGKILL the crash test proves safe: the restart replays the input, and the engine re-emits
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Exit status of a worker that stopped because Kafka did not take one of its outputs (EX_SOFTWARE).
 EXIT_OUTPUT_LOST = 70
+#: Exit status of a worker that stopped on a fatal error: configuration or declarations are wrong (EX_CONFIG).
+EXIT_FATAL = 78
 #: How long a stopping worker's changelog buffer may take to hand on its last records.
 STOP_FLUSH_S = 30.0
 
@@ -151,8 +155,15 @@ def stop_hard_if_lost(future: "asyncio.Future[Any]", what: str, exit: Callable[[
     future.add_done_callback(check)
 
 
-def _stop_hard(why: str, exit: Callable[[int], Any]) -> None:
+def _stop_hard(why: str, exit: Callable[[int], Any], status: int = EXIT_OUTPUT_LOST) -> None:
     """End the process now, before faust can commit anything more: the restart reads it again."""
     log.critical(why)
     logging.shutdown()
-    exit(EXIT_OUTPUT_LOST)
+    exit(status)
+
+
+def stop_on_fatal(error: BaseException, what: str, exit: Callable[[int], Any] = os._exit) -> None:
+    """A fatal error (wrong configuration or declarations) ends the worker before its record is
+    committed: dead-lettering it would lose every record after it to the same cause."""
+    _stop_hard(f"{what}: fatal {type(error).__name__}: {error}; stopping (fix the configuration and restart: "
+               "the record is read again)", exit, EXIT_FATAL)

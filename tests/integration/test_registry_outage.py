@@ -98,7 +98,7 @@ def test_registry_outage_holds_the_record_until_the_registry_is_back(
     assert value[0] == 0  # Confluent framing: the worker needs the registry to read it
 
     worker = start_worker(settings, ORDERHUB_SCHEMA_REGISTRY_URL=settings.schema_registry_url).wait_ready()
-    names = TopicNames.in_namespace(settings.topic_namespace)
+    names = TopicNames.of(settings)
     try:
         asyncio.run(produce(settings, names.proposals, [(proposal.order_ref.order_id.encode(), value,
                                                           int(time.time() * 1000))]))

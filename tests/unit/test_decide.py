@@ -11,7 +11,7 @@ import yaml
 
 from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.fields import rule_path
-from hub.domain.order import HISTORY_DEPTH, OrderState
+from hub.domain.order import HISTORY_DEPTH, Decided, OrderState
 from hub.events import (Actor, ChangeProposal, ConflictOutcome, ConflictPolicy, Customer, Instruction, LifecycleStatus,
                         OrderRef, RejectionReason, ReleaseLine, Writer)
 from hub.settings import PROJECT_DIR
@@ -74,7 +74,7 @@ def test_rejection_applies_nothing_but_remembers_the_event() -> None:
     after = decision.state
     assert (after.version, after.fields, after.external_refs, after.updated_at, after.order_number) == \
         (state.version, state.fields, state.external_refs, state.updated_at, state.order_number)
-    assert after.seen == (*state.seen, "mixed-1")
+    assert list(after.decided) == [*state.decided, "mixed-1"]
     assert (decision.change, decision.snapshot, decision.conflict, decision.release) == (None, None, None, None)
     replay = decide_one(after, prop)
     assert replay.kind == DecisionKind.DUPLICATE and replay.state == after
@@ -94,7 +94,7 @@ def test_rejection_for_an_unknown_order_keeps_no_version() -> None:
     decision = decide_one(None, proposal("u-1", {"contact": "Jane"}, base=0))
     assert decision.rejection.reason == RejectionReason.UNKNOWN_ORDER
     assert decision.rejection.current_version is None and decision.rejection.order_id == ORDER_ID
-    assert decision.state.version == 0 and not decision.state.exists and decision.state.seen == ("u-1",)
+    assert decision.state.version == 0 and not decision.state.exists and list(decision.state.decided) == ["u-1"]
 
 
 # --- creation -------------------------------------------------------------------------
@@ -165,20 +165,22 @@ def test_an_update_to_an_unknown_order_names_the_reference_it_was_sent_by() -> N
 
 
 def test_each_field_keeps_the_version_writer_and_history_of_its_last_change() -> None:
-    """Every field records the version at which it last changed and who changed it; an equal write does not move it."""
+    """Every field records the version at which it last changed and who changed it; an equal write is UNCHANGED and moves nothing."""
     state = created()
     state, decisions = run([
         proposal("u2", {"customer.name": "ACME AG"}, base=1, system="HUB", role="sales", actor_id="sam"),
         proposal("u3", {"contact": "Jane Roe"}, base=2),
         proposal("u4", {"customer.name": "ACME AG", "lines.10.quantity": "5.0"}, base=3),
-        proposal("u5", {"customer.name": "ACME SE"}, base=4, actor_id="carla"),
+        proposal("u5", {"customer.name": "ACME SE"}, base=3, actor_id="carla"),
     ], state)
-    assert [d.state.version for d in decisions] == [2, 3, 4, 5]
-    assert decisions[2].change.diffs == []
+    assert [d.state.version for d in decisions] == [2, 3, 3, 4]
+    assert decisions[2].kind == DecisionKind.UNCHANGED and decisions[2].change is None
+    assert (decisions[2].answer.outcome.value, decisions[2].answer.version, decisions[2].answer.made_version) == \
+        ("UNCHANGED", 3, None)
     name = state.fields["customer.name"]
-    assert (name.version, name.system, name.actor) == (5, "CRM", "carla")
+    assert (name.version, name.system, name.actor) == (4, "CRM", "carla")
     assert name.earlier == ((2, '"ACME AG"'), (1, '"ACME GmbH"'))
-    assert name.value_at(1) == '"ACME GmbH"' and name.value_at(4) == '"ACME AG"' and name.value_at(0) is None
+    assert name.value_at(1) == '"ACME GmbH"' and name.value_at(3) == '"ACME AG"' and name.value_at(0) is None
     assert state.fields["contact"].version == 3
     assert state.fields["lines.10.quantity"].version == 1
     assert state.fields["customer.id"].version == 1
@@ -320,7 +322,7 @@ def test_external_refs_are_merged_without_duplicates() -> None:
     ])
     assert decisions[0].change.external_refs_added == [opp]
     assert decisions[1].change.external_refs_added == [so]
-    assert decisions[2].change.external_refs_added == [] and decisions[2].state.version == 3
+    assert decisions[2].kind == DecisionKind.UNCHANGED and decisions[2].state.version == 2
     assert decisions[3].kind == DecisionKind.RESOLVED and decisions[3].change.diffs == []
     assert state.external_refs == (opp, so, ref("HUB", "Ticket", "T-1"))
     assert decisions[3].snapshot.external_refs == list(state.external_refs)
@@ -351,15 +353,15 @@ def test_a_writer_attaches_only_its_own_references() -> None:
     ("amounts.crm_expected", "0", "-0", '"0.00"'),
 ])
 def test_equal_values_spelled_differently_converge(path: str, first, second, canonical: str) -> None:
-    """Two writers setting the same value from the same base, spelled differently, converge on one canonical value instead of conflicting."""
+    """Two writers setting the same value from the same base, spelled differently, converge on one canonical value: the second is UNCHANGED, not a conflict."""
     state = created()
     state, (a, b) = run([
         proposal("sales", {path: first}, base=1, system="HUB", role="sales"),
         proposal("crm", {path: second}, base=1, system="CRM"),
     ], state)
     assert a.kind == DecisionKind.APPLIED and a.state.value(path) == canonical
-    assert b.kind == DecisionKind.MERGED, f"{b.kind.value}: {b.conflict and b.conflict.fields}"
-    assert b.conflict is None and b.change.diffs == []
+    assert b.kind == DecisionKind.UNCHANGED, f"{b.kind.value}: {b.conflict and b.conflict.fields}"
+    assert b.conflict is None and b.change is None and b.answer.version == 2
     assert state.value(path) == canonical and state.fields[path].version == 2
 
 
@@ -402,7 +404,7 @@ def test_state_survives_to_dict_and_from_dict() -> None:
     assert again == state
     assert again.to_dict() == state.to_dict()
     assert again.fields["customer_po_number"].earlier == state.fields["customer_po_number"].earlier != ()
-    empty = OrderState(order_id="O-9", seen=("x",))
+    empty = OrderState(order_id="O-9", decided={"x": Decided("rejected", None), "y": Decided("applied", 3)})
     assert OrderState.from_dict(json.loads(json.dumps(empty.to_dict()))) == empty
 
 

@@ -191,8 +191,10 @@ def check_against_model(run: Run) -> dict[str, OrderModel]:
             DecisionKind.CREATED: (True, False, False), DecisionKind.APPLIED: (True, False, False),
             DecisionKind.MERGED: (True, False, False), DecisionKind.RESOLVED: (True, True, False),
             DecisionKind.CONFLICT_PARKED: (False, True, False), DecisionKind.CONFLICT_KEPT: (False, True, False),
-            DecisionKind.REJECTED: (False, False, True),
+            DecisionKind.REJECTED: (False, False, True), DecisionKind.UNCHANGED: (False, False, False),
         }[decision.kind]
+        assert decision.answer is not None and decision.answer.event_id == prop.event_id, where
+        assert decision.answer.outcome.value == decision.kind.value.upper(), where
         assert present == expected_present, where
         if decision.kind == DecisionKind.REJECTED:
             continue
@@ -213,6 +215,9 @@ def check_against_model(run: Run) -> dict[str, OrderModel]:
             assert conflict.outcome == expected_outcome(path, prop, model), f"{where} {path}"
         parked = any(c.outcome == ConflictOutcome.PARKED for c in got.values())
         assert (decision.kind == DecisionKind.CONFLICT_PARKED) == parked, where
+        if decision.kind == DecisionKind.UNCHANGED:  # nothing it sets differs from the current values
+            assert all(value == model.values.get(path) for path, value in proposed.items()), where
+            assert decision.answer.version == model.version and decision.answer.made_version is None, where
         if not decision.accepted:
             continue
 
@@ -227,6 +232,7 @@ def check_against_model(run: Run) -> dict[str, OrderModel]:
                 proposed[STATUS_PATH] = '"DRAFT"'
             expected_diffs = {p for p, v in proposed.items() if v is not None}
         assert {d.field for d in change.diffs} == expected_diffs, where
+        assert change.diffs or change.external_refs_added, f"{where}: a version that changes nothing"
         assert change.version == model.version + 1 and change.previous_version == model.version, where
         for diff in change.diffs:
             assert diff.before == model.values.get(diff.field), where

@@ -111,9 +111,8 @@ def check_field_conflict(where: str, got: Any, want: dict[str, Any]) -> None:
 
 
 def decision_event_id(decision: Decision) -> str:
-    """The event id a non-duplicate decision answers."""
-    record = decision.change or decision.conflict or decision.rejection
-    return record.event_id
+    """The event id a decision answers (every decision has its one answer)."""
+    return decision.answer.event_id
 
 
 @pytest.mark.parametrize("scenario", by_name(SCENARIOS))

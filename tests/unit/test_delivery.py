@@ -16,7 +16,7 @@ from hub.streams.core import Inbound, TopicNames
 from hub.streams.delivery import (EXIT_OUTPUT_LOST, make_flush_complete, retrying, settled, stop_hard_if_lost,
                                   write_batch)
 
-TOPICS = TopicNames()
+TOPICS = TopicNames.load()
 OUTAGE = (OperationalError, RetriableError)
 
 

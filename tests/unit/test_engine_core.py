@@ -16,7 +16,7 @@ from hub.streams.core import Engine, Inbound, TopicNames, order_id_for_reference
 from tests.domain_helpers import RULES, creation, proposal, ref
 
 CODEC = AvroCodec(SchemaStore.load(PROJECT_DIR / "schemas"))
-TOPICS = TopicNames()
+TOPICS = TopicNames.load()
 AT_MS = 1_764_668_400_000  # 2025-12-02T09:40:00Z
 
 
@@ -45,8 +45,11 @@ def test_resolve_forwards_by_order_id_by_reference_or_by_a_linked_reference(engi
 def test_resolve_refuses_a_proposal_naming_no_order_and_dead_letters_garbage(engine: Engine) -> None:
     for named in (OrderRef(), OrderRef(order_id="  ")):
         nameless = creation("c-2").model_copy(update={"order_ref": named})
-        (out,) = engine.resolve(inbound(nameless, 1, topic=TOPICS.proposals, key="k"), {})
+        out, answer = engine.resolve(inbound(nameless, 1, topic=TOPICS.proposals, key="k"), {})
         assert out.topic == TOPICS.rejections and CODEC.decode(out.value).value["reason"] == "UNKNOWN_ORDER"
+        assert answer.topic == TOPICS.answers
+        assert {k: CODEC.decode(answer.value).value[k] for k in ("event_id", "outcome", "order_id")} == \
+            {"event_id": "c-2", "outcome": "REJECTED", "order_id": None}
     garbage = Inbound(TOPICS.proposals, 0, 9, AT_MS, b"k", b"\x00\x00\x00\x00\x01nope")
     (dead,) = engine.resolve(garbage, {})
     headers = dict(dead.headers)
@@ -85,14 +88,53 @@ def test_the_state_is_re_sent_only_by_the_proposal_that_made_the_latest_version(
     assert TOPICS.state not in topics_of[0] and TOPICS.state in topics_of[1]
 
 
+def answers_in(outputs) -> list[dict]:
+    """The answers among ``outputs``, decoded."""
+    return [CODEC.decode(o.value).value for o in outputs if o.topic == TOPICS.answers]
+
+
 def test_a_proposal_decided_before_the_committed_offset_re_emits_nothing(engine: Engine) -> None:
-    """Its outputs were flushed before that commit; the outbox forgets it at the next decision."""
+    """Its outputs were flushed before that commit and the replay buffer forgets it at the next
+    decision: read again, it is only answered as a duplicate."""
     steps = [creation("c-5", order_id="O-5"), proposal("u-3", {"customer.name": "Y"}, base=1, order_id="O-5")]
     table: dict[bytes, bytes] = {}
     engine.decide(inbound(steps[0], 10), table, committed_offset=None)
     engine.decide(inbound(steps[1], 11), table, committed_offset=11)
-    assert engine.decide(inbound(steps[0], 10), table, committed_offset=11) == []
-    assert engine.decide(inbound(steps[1], 11), table, committed_offset=11) != []
+    again = engine.decide(inbound(steps[0], 10), table, committed_offset=11)
+    assert [o.topic for o in again] == [TOPICS.answers]
+    assert [(a["outcome"], a["made_version"], a["first_outcome"]) for a in answers_in(again)] == \
+        [("DUPLICATE", 1, "CREATED")]
+    assert {o.topic for o in engine.decide(inbound(steps[1], 11), table, committed_offset=11)} >= \
+        {TOPICS.changes, TOPICS.state}
+
+
+def test_a_resent_event_id_is_answered_duplicate_and_re_publishes_nothing(engine: Engine) -> None:
+    """A sender's retry arrives as another record with the same event id: even while the first
+    decision is still in the replay buffer, it gets a DUPLICATE answer with the version it made,
+    under its own record id, and no change or state record."""
+    steps = [creation("c-8", order_id="O-8"), proposal("u-8", {"customer.name": "Q"}, base=1, order_id="O-8")]
+    table = RecordingTable()
+    for i, p in enumerate(steps):
+        engine.decide(inbound(p, 30 + i), table, committed_offset=None)
+    table.writes.clear()
+    retry = engine.decide(inbound(steps[1], 35), table, committed_offset=None)
+    assert [o.topic for o in retry] == [TOPICS.answers] and table.writes == []
+    (answer,) = answers_in(retry)
+    assert (answer["outcome"], answer["made_version"], answer["first_outcome"], answer["version"]) == \
+        ("DUPLICATE", 2, "APPLIED", 2)
+    assert answer["record_id"] == "u-8:duplicate@2:35"
+
+
+def test_a_proposal_that_changes_nothing_makes_no_version_and_publishes_only_its_answer(engine: Engine) -> None:
+    """An echo of values the order already has is UNCHANGED: no change, no state record, the answer
+    names the version it confirmed."""
+    table: dict[bytes, bytes] = {}
+    engine.decide(inbound(creation("c-9", order_id="O-9"), 40), table, committed_offset=None)
+    echo = engine.decide(inbound(proposal("e-9", {"customer.name": "ACME GmbH"}, base=1, order_id="O-9"), 41),
+                         table, committed_offset=None)
+    assert [o.topic for o in echo] == [TOPICS.answers]
+    (answer,) = answers_in(echo)
+    assert (answer["outcome"], answer["version"], answer["made_version"]) == ("UNCHANGED", 1, None)
 
 
 def test_the_first_order_to_claim_a_reference_keeps_it(engine: Engine) -> None:
@@ -136,7 +178,8 @@ def test_a_replay_writes_the_table_value_again_for_the_changelog(engine: Engine)
     engine.decide(inbound(proposal("u-6", {"customer.name": "Z"}, base=1, order_id="O-6"), 21), table,
                   committed_offset=21)
     table.writes.clear()
-    assert engine.decide(inbound(create, 20), table, committed_offset=21) == [] and table.writes == []
+    again = engine.decide(inbound(create, 20), table, committed_offset=21)
+    assert [o.topic for o in again] == [TOPICS.answers] and table.writes == []
 
 
 def test_a_re_decided_creation_gets_the_same_order_number(engine: Engine) -> None:

@@ -9,12 +9,15 @@ import pytest
 
 from hub.errors import InvalidInput
 from hub.events import ProposalIntent
-from hub.propose import Outcome, load_proposal
+from hub.client import Decided
+from hub.events import OrderChange, OrderConflict, OrderRejection, ProposalAnswer
+from hub.propose import decision_text, load_proposal
 from hub.settings import PROJECT_DIR
-from hub.streams.core import TopicNames
 
 NOW = dt.datetime(2026, 12, 2, 9, 30, tzinfo=dt.timezone.utc)
 EXAMPLES = PROJECT_DIR / "deploy" / "local" / "examples"
+PROPOSAL = {"event_id": "e", "order_ref": {"order_id": "O-1"}, "base_version": 1, "source_system": "ERP",
+            "actor": {"id": "x", "role": "connector"}, "occurred_at": NOW, "changes": []}
 
 
 def test_every_example_is_a_valid_proposal_keyed_as_connectors_key() -> None:
@@ -56,23 +59,43 @@ def test_mistakes_are_named(text: str, names: str) -> None:
         load_proposal(text, NOW)
 
 
-def test_a_resolved_conflict_waits_for_its_change_and_prints_both() -> None:
-    topics = TopicNames()
-    conflict = {"event_id": "e", "order_number": "ORD-1", "base_version": 1, "current_version": 2, "parked": False,
-                "resulting_version": 3, "fields": [{"field": "customer.name", "outcome": "PROPOSED_WON",
-                                                    "policy": "OWNER_WINS", "current_value": '"A"', "proposed_value": '"B"'}]}
-    change = {"event_id": "e", "outcome": "RESOLVED", "order_number": "ORD-1", "version": 3, "order_id": "O-1",
-              "diffs": [{"field": "customer.name", "before": '"A"', "after": '"B"'}], "external_refs_added": []}
-    outcome = Outcome(topics, {topics.conflicts: conflict})
-    assert not outcome.complete
-    outcome.records[topics.changes] = change
-    assert outcome.complete and outcome.accepted
-    assert outcome.text().splitlines() == [
+def answer(outcome: str, **fields) -> ProposalAnswer:
+    return ProposalAnswer(record_id="e:answer", event_id="e", order_id="O-1", order_number="ORD-1", source_system="ERP",
+                          outcome=outcome, decided_at=NOW, **fields)
+
+
+def test_a_resolved_conflict_prints_its_change_and_its_conflict() -> None:
+    """A resolved conflict shows the new version's diffs, then each field's verdict."""
+    writer = {"source_system": "CRM", "actor_id": "a", "version": 1}
+    conflict = OrderConflict.model_validate({
+        "record_id": "e:conflict", "event_id": "e", "order_id": "O-1", "order_number": "ORD-1", "base_version": 1,
+        "current_version": 2, "parked": False, "resulting_version": 3, "decided_at": NOW, "proposal": PROPOSAL,
+        "fields": [{"field": "customer.name", "outcome": "PROPOSED_WON", "policy": "OWNER_WINS", "base_value": None,
+                    "current_value": '"A"', "proposed_value": '"B"', "current_writer": writer,
+                    "proposed_writer": writer, "owner": "ERP"}]})
+    change = OrderChange.model_validate({
+        "record_id": "e:change", "event_id": "e", "outcome": "RESOLVED", "order_number": "ORD-1", "version": 3,
+        "previous_version": 2, "base_version": 1, "order_id": "O-1", "source_system": "ERP",
+        "actor": {"id": "x", "role": "connector"}, "occurred_at": NOW, "accepted_at": NOW,
+        "diffs": [{"field": "customer.name", "before": '"A"', "after": '"B"'}]})
+    decided = Decided(answer("RESOLVED", version=3, made_version=3), change=change, conflict=conflict)
+    assert decided.accepted
+    assert decision_text(decided).splitlines() == [
         "RESOLVED: ORD-1 version 3 (order id O-1)", '  customer.name: "A" -> "B"',
         "CONFLICT: ORD-1 (base version 1, current 2)",
         '  customer.name: PROPOSED_WON by OWNER_WINS (current "A", proposed "B")']
-    parked = Outcome(topics, {topics.conflicts: {**conflict, "parked": True, "resulting_version": None}})
-    assert parked.complete and not parked.accepted and parked.text().startswith("PARKED for a person: ORD-1")
+    parked = Decided(answer("PARKED", version=2), conflict=conflict.model_copy(update={"parked": True}))
+    assert not parked.accepted and decision_text(parked).startswith("PARKED for a person: ORD-1")
+
+
+def test_an_unchanged_or_duplicate_answer_says_so_with_its_version() -> None:
+    """Answers without decision records print the outcome, the version and the hub's one line."""
+    unchanged = Decided(answer("UNCHANGED", version=4, message="every value was already current at version 4"))
+    assert decision_text(unchanged).splitlines() == [
+        "UNCHANGED: ORD-1 at version 4 (order id O-1)", "  every value was already current at version 4"]
+    duplicate = Decided(answer("DUPLICATE", version=5, made_version=2, first_outcome="APPLIED",
+                               message="event id e was already decided as APPLIED, making version 2"))
+    assert not duplicate.accepted and decision_text(duplicate).startswith("DUPLICATE: ORD-1 at version 5")
 
 
 def test_a_field_named_twice_is_refused_rather_than_last_wins() -> None:
@@ -83,15 +106,20 @@ def test_a_field_named_twice_is_refused_rather_than_last_wins() -> None:
 
 
 def test_a_rejection_names_each_field_once_and_a_change_its_new_references() -> None:
-    topics = TopicNames()
-    rejection = {"event_id": "e", "reason": "INVALID_VALUE", "order_id": None, "errors": [
-        {"field": "requested_delivery", "rule": "date", "message": "requested_delivery: expected an ISO date"},
-        {"field": "colour", "rule": "known field", "message": "the order has no field colour"},
-        {"field": None, "rule": "create: [CRM]", "message": "MES:connector may not create orders"}]}
-    assert Outcome(topics, {topics.rejections: rejection}).text().splitlines() == [
+    rejection = OrderRejection.model_validate({
+        "record_id": "e:rejection", "event_id": "e", "reason": "INVALID_VALUE", "order_id": None, "decided_at": NOW,
+        "proposal": PROPOSAL, "errors": [
+            {"field": "requested_delivery", "rule": "date", "message": "requested_delivery: expected an ISO date"},
+            {"field": "colour", "rule": "known field", "message": "the order has no field colour"},
+            {"field": None, "rule": "create: [CRM]", "message": "MES:connector may not create orders"}]})
+    assert decision_text(Decided(answer("REJECTED"), rejection=rejection)).splitlines() == [
         "REJECTED INVALID_VALUE", "  requested_delivery: expected an ISO date [date]",
         "  colour: the order has no field colour [known field]",
         "  (proposal): MES:connector may not create orders [create: [CRM]]"]
-    change = {"event_id": "e", "outcome": "APPLIED", "order_number": "ORD-1", "version": 2, "order_id": "O-1",
-              "diffs": [], "external_refs_added": [{"system": "ERP", "object_type": "A_SalesOrder", "external_id": "4711"}]}
-    assert Outcome(topics, {topics.changes: change}).text().splitlines()[1] == "  + cross-reference ERP/A_SalesOrder/4711"
+    change = OrderChange.model_validate({
+        "record_id": "e:change", "event_id": "e", "outcome": "APPLIED", "order_number": "ORD-1", "version": 2,
+        "previous_version": 1, "base_version": 1, "order_id": "O-1", "source_system": "ERP",
+        "actor": {"id": "x", "role": "connector"}, "occurred_at": NOW, "accepted_at": NOW, "diffs": [],
+        "external_refs_added": [{"system": "ERP", "object_type": "A_SalesOrder", "external_id": "4711"}]})
+    text = decision_text(Decided(answer("APPLIED", version=2, made_version=2), change=change))
+    assert text.splitlines()[1] == "  + cross-reference ERP/A_SalesOrder/4711"

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from hub import localkafka
+from localdev import kafka as localkafka
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
