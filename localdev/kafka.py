@@ -26,10 +26,8 @@ import base64
 import concurrent.futures
 import contextlib
 import logging
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -41,6 +39,7 @@ from typing import Any
 
 from hub.errors import BrokerUnavailable, ConfigError
 from hub.settings import PROJECT_DIR, Settings
+from localdev import process
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +49,6 @@ STOP_TIMEOUT = 30.0  # controlled shutdown; then SIGKILL
 RESOLVE_TIMEOUT = 900.0  # the first download is ~45 MB of jars
 _UNREACHABLE = ("transfer failed", "Could not transfer", "Unknown host", "UnknownHost",
                 "Connection refused", "connect timed out", "Network is unreachable")
-# Brokers this process started. Holding the Popen lets down() reap them; otherwise a
-# stopped broker stays a zombie of ours and /proc/<pid> does not go away.
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def resolve_jars(settings: Settings) -> Path:
@@ -145,13 +141,8 @@ def down(settings: Settings) -> list[int]:
 
 
 def _stop(dirs: list[Path]) -> list[int]:
-    pids = [pid for pid in map(_node_pid, dirs) if pid]
-    for sig, timeout in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 10.0)):
-        for pid in pids:  # SIGTERM first: a controlled shutdown flushes and leaves the quorum
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        if _wait_until(lambda: not any(map(_alive, pids)), timeout):
-            break
+    # SIGTERM first: a controlled shutdown flushes and leaves the quorum
+    pids = process.stop([pid for pid in map(_node_pid, dirs) if pid], timeout=STOP_TIMEOUT)
     for d in dirs:
         (d / "kafka.pid").unlink(missing_ok=True)
     return pids
@@ -310,45 +301,22 @@ def _format(settings: Settings, libs: Path, dirs: list[Path], cluster_id: str) -
 
 
 def _start_node(settings: Settings, libs: Path, node_dir: Path) -> None:
-    with open(node_dir / "kafka.log", "wb") as out:  # truncated: its tail tells this start's story
-        proc = subprocess.Popen(
-            [*_java(settings, libs, settings.kafka_heap), "kafka.Kafka", str(node_dir / "server.properties")],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=node_dir,
-            start_new_session=True)  # detached: survives the CLI and its Ctrl-C
-    _children[proc.pid] = proc
-    (node_dir / "kafka.pid").write_text(f"{proc.pid}\n")
+    process.spawn([*_java(settings, libs, settings.kafka_heap), "kafka.Kafka", str(node_dir / "server.properties")],
+                  log=node_dir / "kafka.log", pidfile=node_dir / "kafka.pid", cwd=node_dir)
 
 
 def _node_pid(node_dir: Path) -> int | None:
     """The PID of this node's running broker; a stale or foreign PID file counts as none."""
-    props = str(node_dir / "server.properties").encode()
-    recorded = _read(node_dir / "kafka.pid").strip()
-    candidates = [int(recorded)] if recorded.isdigit() else []
-    if candidates and candidates[0] in _children:  # started here; its cmdline is briefly empty
-        return candidates[0] if _alive(candidates[0]) else None
+    props = str(node_dir / "server.properties")
+    if pid := process.recorded_pid(node_dir / "kafka.pid", marker=props):
+        return pid
     # A lost PID file must not orphan a JVM: then look for it by its command line.
-    for pid in candidates + [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]:
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"kafka.Kafka" in args and props in args and _alive(pid):
-            return pid
-    return None
+    found = process.find("kafka.Kafka", also=props)
+    return found[0] if found else None
 
 
 def _alive(pid: int) -> bool:
-    child = _children.get(pid)
-    if child is not None:  # our own child: poll() also reaps it, so no zombie stays behind
-        if child.poll() is None:
-            return True
-        del _children[pid]
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"  # a zombie has exited; only its parent has not collected it yet
+    return process.alive(pid)
 
 
 def _answers(port: int) -> bool:

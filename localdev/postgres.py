@@ -25,6 +25,7 @@ from pathlib import Path
 
 from hub.errors import ConfigError
 from hub.settings import Settings
+from localdev import process
 
 DEFAULT_PORT = 55432
 START_TIMEOUT = 60.0
@@ -191,17 +192,7 @@ def _postmaster(data: Path) -> tuple[int, int] | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, just not ours
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): kill() said it exists
-    return state not in ("Z", "X")  # a zombie has stopped; it only waits for its parent to reap it
+    return process.alive(pid)
 
 
 def _port_free(port: int) -> bool:

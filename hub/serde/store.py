@@ -14,33 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import fastavro.schema
 from fastavro.schema import to_parsing_canonical_form
 
 from hub.errors import SchemaError
 
 _VERSION_FILE = re.compile(r"v([1-9][0-9]*)\.avsc")
-_CRC64_EMPTY = 0xC15D213AA4D7A795
 
 
-def _crc64_table() -> tuple[int, ...]:
-    table = []
-    for byte in range(256):
-        fp = byte
-        for _ in range(8):
-            fp = (fp >> 1) ^ (_CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return tuple(table)
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The CRC-64-AVRO (Rabin) fingerprint of ``data`` as an unsigned 64-bit int, per the Avro spec."""
-    fp = _CRC64_EMPTY
-    for byte in data:
-        fp = (fp >> 8) ^ _CRC64_TABLE[(fp ^ byte) & 0xFF]
-    return fp
+def fingerprint(canonical_form: str) -> bytes:
+    """The CRC-64-AVRO (Rabin) fingerprint of a schema's Parsing Canonical Form, 8 bytes
+    little-endian, as single-object encoding writes it (fastavro computes it)."""
+    return bytes.fromhex(fastavro.schema.fingerprint(canonical_form, "CRC-64-AVRO"))
 
 
 @dataclass(frozen=True)
@@ -92,7 +77,7 @@ class SchemaVersion:
             path=path,
             parsed=parsed,
             canonical_form=canonical,
-            fingerprint=crc64_avro(canonical.encode()).to_bytes(8, "little"),
+            fingerprint=fingerprint(canonical),
             raw=raw,
         )
 
