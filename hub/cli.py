@@ -12,7 +12,7 @@ import runpy
 import sys
 from typing import Any, Callable
 
-from hub.errors import OrderhubError
+from hub.errors import InvalidInput, OrderhubError
 from hub.settings import PROJECT_DIR, get_settings
 
 
@@ -124,6 +124,50 @@ def _propose(args: argparse.Namespace) -> int:
     return propose_file(get_settings(), args.file, wait_s=None if args.no_wait else args.timeout)
 
 
+def _connectors(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hub.sdk import registry
+
+    if args.action == "list":
+        print(registry.describe(registry.installed()))
+        return 0
+    if args.action == "new":
+        from hub.sdk.scaffold import new_connector
+
+        if not args.name:
+            raise InvalidInput("orderhub connectors new NAME: give the connector's name")
+        target = Path(args.dir or f"orderhub-{args.name.replace('_', '-')}")
+        for path in new_connector(args.name, target):
+            print(f"wrote {path}")
+        print(f"next: pip install -e {target} && pytest {target / 'tests'}")
+        return 0
+    return _run_connectors(Path(args.file), args.name)
+
+
+def _run_connectors(path: Any, only: str | None) -> int:
+    """Run the declared connector instances (or one of them) in this process until Ctrl-C."""
+    import signal
+
+    from hub.sdk import ConnectorRuntime, registry
+
+    settings = get_settings()
+    instances = [i for i in registry.load_instances(path) if only is None or i.name == only]
+    if not instances:
+        raise InvalidInput(f"{path} declares no instance {only!r}" if only else f"{path} declares no connectors")
+
+    async def run() -> None:
+        runtimes = [ConnectorRuntime(i.build(), instance=i.name, settings=settings) for i in instances]
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: [r.stop() for r in runtimes])
+        for i in instances:
+            print(f"connector {i.name} ({i.connector.kind}, system {i.connector.system}) running")
+        await asyncio.gather(*(r.run() for r in runtimes))
+    asyncio.run(run())
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     sys.argv = [f"bench/{args.which}.py", *args.bench_args]
     runpy.run_path(str(PROJECT_DIR / "bench" / f"{args.which}.py"), run_name="__main__")
@@ -172,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
     propose.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the decision")
     propose.add_argument("--no-wait", action="store_true", help="send and return without waiting")
     propose.set_defaults(func=_propose)
+
+    connectors = sub.add_parser("connectors", help="list installed connectors, write a new one, run declared ones")
+    connectors.add_argument("action", choices=["list", "new", "run"])
+    connectors.add_argument("name", nargs="?", help="new: the connector's name; run: one instance only")
+    connectors.add_argument("--dir", default=None, help="new: the folder to write (default ./orderhub-NAME)")
+    connectors.add_argument("--file", default=str(PROJECT_DIR / "deploy" / "local" / "connectors.yaml"),
+                            help="run: the declared instances (connectors.yaml)")
+    connectors.set_defaults(func=_connectors)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")
     bench.add_argument("which", choices=["engine"])

@@ -84,11 +84,12 @@ class HubClient:
     """One producer and one answer listener, shared by everything in a process that talks to the hub."""
 
     def __init__(self, settings: Settings, *, details: bool = False, codec: AvroCodec | None = None,
-                 topics: TopicNames | None = None) -> None:
+                 topics: TopicNames | None = None, listen: bool = True) -> None:
         self.settings = settings
         self.topics = topics or TopicNames.of(settings)
         self.codec = codec or AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
         self.details = details
+        self.listen = listen
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -110,7 +111,7 @@ class HubClient:
         try:
             await asyncio.wait_for(producer.start(), timeout_s)
             await asyncio.wait_for(consumer.start(), timeout_s)
-            listened = [self.topics.answers]
+            listened = [self.topics.answers] if self.listen else []
             if self.details:
                 listened += [self.topics.changes, self.topics.conflicts, self.topics.rejections]
             missing = set(listened) - await consumer.topics()
@@ -131,7 +132,8 @@ class HubClient:
             await _quietly(consumer.stop())
             raise
         self._producer, self._consumer = producer, consumer
-        self._listener = asyncio.create_task(self._listen(), name="hub-client-answers")
+        if self.listen:
+            self._listener = asyncio.create_task(self._listen(), name="hub-client-answers")
         return self
 
     async def stop(self) -> None:
@@ -168,13 +170,19 @@ class HubClient:
         return self.codec.encode("change_proposal", proposal.to_avro())
 
     async def send_encoded(self, key: str, value: bytes) -> None:
-        """Send an already encoded proposal under its key (the offline outbox's drain)."""
+        """Send an already encoded proposal under its key."""
+        await self.send_record(self.topics.proposals, key.encode(), value)
+
+    async def send_record(self, topic: str, key: bytes | None, value: bytes,
+                          headers: tuple[tuple[str, bytes], ...] = ()) -> None:
+        """Send one record to one of the hub's topics (the connector outbox's drain: proposals, dead
+        letters, cursors); returns once Kafka has it, ``BrokerUnavailable`` when it did not take it."""
         if self._producer is None:
             raise RuntimeError("HubClient.start() first")
         try:
-            await self._producer.send_and_wait(self.topics.proposals, value, key=key.encode())
+            await self._producer.send_and_wait(topic, value, key=key, headers=list(headers))
         except KafkaError as exc:
-            raise BrokerUnavailable(f"Kafka did not take the proposal: {type(exc).__name__}: {exc}") from None
+            raise BrokerUnavailable(f"Kafka did not take a record for {topic}: {type(exc).__name__}: {exc}") from None
 
     async def propose(self, proposal: ChangeProposal, *, timeout_s: float = 30.0) -> Decided:
         """Send ``proposal`` and return the hub's answer (``BrokerUnavailable`` when none comes in time)."""

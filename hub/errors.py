@@ -4,10 +4,12 @@
 
     OrderhubError
      ├── RetriableError          try again later: the outside world is not ready yet
-     │    └── BrokerUnavailable
+     │    ├── BrokerUnavailable
+     │    └── OutsideSystemUnavailable
      ├── DeadLetterError         this record can never succeed: send it to the dead-letter topic
      │    ├── UndecodableRecord
-     │    └── ReferenceTaken
+     │    ├── ReferenceTaken
+     │    └── UnmappableRecord
      └── FatalError              configuration or declaration is wrong: stop and say why
           ├── ConfigError
           ├── InvalidInput
@@ -36,6 +38,10 @@ class RetriableError(OrderhubError):
 
 class BrokerUnavailable(RetriableError):
     """Kafka did not answer within the deadline."""
+
+
+class OutsideSystemUnavailable(RetriableError):
+    """A connector's outside system (CRM, ERP, MES) did not answer, or answered "try later"."""
 
 
 class DeadLetterError(OrderhubError):
@@ -71,6 +77,11 @@ class UndecodableRecord(DeadLetterError):
 
 class ReferenceTaken(DeadLetterError):
     """An external id another order already has was attached to a second order: the first keeps it."""
+
+
+class UnmappableRecord(DeadLetterError):
+    """A connector met a record it cannot translate (an outside payload, or an order the outside
+    system cannot take); it goes to the dead-letter topic with this reason and the connector goes on."""
 
 
 class FatalError(OrderhubError):

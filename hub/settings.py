@@ -107,3 +107,19 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, built from the environment on first use."""
     return Settings()
+
+
+def expand_environment(text: str) -> str:
+    """``${NAME}`` in a declared file (connectors.yaml) replaced by the environment variable NAME, so
+    secrets stay out of files; ConfigError names a variable that is not set."""
+    import os
+    import re
+
+    from hub.errors import ConfigError
+
+    def value(match: "re.Match[str]") -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"${{{name}}} is used but the environment variable {name} is not set")
+        return os.environ[name]
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", value, text)

@@ -213,3 +213,30 @@ def kind_of(path: str) -> FieldKind | None:
     if match:
         return LINE_FIELDS.get(match.group(2))
     return HEADER_FIELDS.get(path)
+
+
+def field_values(snapshot: dict[str, Any]) -> dict[str, str]:
+    """Every canonical field an order snapshot holds (``OrderSnapshot.model_dump(mode="json")``), by
+    path, as canonical JSON: what a connector compares its outside values with, so an echo of the
+    hub's own values is recognised whatever its spelling."""
+    values: dict[str, str] = {}
+
+    def put(path: str, kind: FieldKind, container: Any, keys: list[str]) -> None:
+        value = container
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            return
+        try:
+            canonical = kind.canonical(canonical_json(value))
+        except ValueError:  # a default the canonical kinds do not take (an empty list): not a value
+            return
+        if canonical is not None:
+            values[path] = canonical
+
+    for path, kind in HEADER_FIELDS.items():
+        put(path, kind, snapshot, path.split("."))
+    for line in snapshot.get("lines") or []:
+        for attr, kind in LINE_FIELDS.items():
+            put(f"lines.{line['line_no']}.{attr}", kind, line, attr.split("."))
+    return values

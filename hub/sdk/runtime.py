@@ -1,0 +1,395 @@
+"""Runs one connector instance: source lease and polls, sink consumer group, offline outbox, and
+the hub's last word on every order. The guarantees are the numbered list in ``Connector``.
+
+Four tasks share one SQLite store (``hub.sdk.store``) and one ``HubClient``:
+
+- ``known``: reads the whole state topic (no group: every instance needs every order) into
+  the store, so mappings see the hub's last snapshot and echoes are dropped.
+- ``source``: joins the instance's source group on the one-partition cursors topic; the member
+  that holds the partition is the only one that polls. On taking the lease it adopts the
+  cursor last published there when its own outbox is empty (another instance polled last).
+- ``sink``: the instance's sink group on the topics its hooks need; offsets are committed only
+  after the hooks returned and their output is stored.
+- ``drain``: sends the outbox to Kafka in order, and waits out an outage with back-off. A
+  record is deleted only after Kafka took it; one sent twice (a crash in between) is a
+  duplicate event id, answered DUPLICATE by the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import datetime as dt
+import json
+import logging
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from hub.client import HubClient
+from hub.domain.fields import canonical_json, field_values, kind_of
+from hub.errors import BrokerUnavailable, RetriableError, UnmappableRecord
+from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
+                        ProposalIntent)
+from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
+from hub.sdk.store import ConnectorStore, Pending
+from hub.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Back-off between tries of a call to an outside system or to Kafka: 0.5 s doubling to 30 s.
+BACKOFF = wait_exponential(multiplier=0.5, max=30)
+
+
+async def retried(call: Callable[[], Awaitable[T]], what: str, *, stopping: asyncio.Event | None = None) -> T:
+    """``await call()`` until it does not raise a ``RetriableError`` (tenacity's back-off between tries)."""
+    def say(state: Any) -> None:
+        log.warning("%s: %s; retrying", what, state.outcome.exception())
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(RetriableError), wait=BACKOFF,
+                                       before_sleep=say, reraise=True):
+        with attempt:
+            if stopping is not None and stopping.is_set():
+                raise asyncio.CancelledError
+            return await call()
+    raise AssertionError("unreachable")
+
+
+class ConnectorRuntime:
+    """One running instance of one connector."""
+
+    def __init__(self, connector: Connector, *, instance: str, settings: Settings,
+                 store_path: Path | None = None) -> None:
+        self.connector = connector
+        self.instance = instance
+        self.settings = settings
+        self.client = HubClient(settings, listen=False)
+        self.topics = self.client.topics
+        self.codec = self.client.codec
+        self.store = ConnectorStore(store_path or settings.state_dir / "connectors" / f"{instance}.db")
+        connector.context = Context(known=self.store)
+        connector.emit = self.emit
+        self.leader = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stored = asyncio.Event()  # new records in the outbox
+        self._online = False
+        #: Counters for people and tests: proposals stored, echoes suppressed, dead letters.
+        self.counts = {"proposed": 0, "suppressed": 0, "dead_letters": 0, "sent": 0}
+
+    @property
+    def group(self) -> str:
+        """The prefix of this instance's consumer groups (namespaced like the topics)."""
+        return f"{self.settings.topic_namespace}orderhub.connector.{self.instance}"
+
+    # --- running --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Start the connector and every task; return when ``stop()`` was called."""
+        await self.connector.start()
+        tasks = [asyncio.create_task(self._forever(work, name), name=f"{self.instance}:{name}")
+                 for name, work in (("drain", self._drain), ("known", self._known),
+                                    ("source", self._source), ("sink", self._sink))]
+        failed: list[BaseException] = []
+
+        def check(task: asyncio.Task[None]) -> None:  # a task that dies of a bug stops the instance, loudly
+            if not task.cancelled() and task.exception() is not None:
+                log.critical("%s: %s failed: %r", self.instance, task.get_name(), task.exception())
+                failed.append(task.exception())
+                self.stop()
+        for task in tasks:
+            task.add_done_callback(check)
+        try:
+            await self._stopping.wait()
+            if failed:
+                raise failed[0]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.connector.stop()
+            await self.client.stop()
+            self.store.close()
+
+    def stop(self) -> None:
+        """Ask the runtime to stop (what is stored stays stored)."""
+        self._stopping.set()
+
+    async def _forever(self, work: Callable[[], Awaitable[None]], name: str) -> None:
+        """Run one task; when Kafka goes away, wait with back-off and start it again."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                await work()
+                return
+            except (KafkaError, BrokerUnavailable, OSError) as exc:
+                attempt += 1
+                delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
+                log.warning("%s %s: Kafka unavailable (%s); again in %.1fs", self.instance, name, exc, delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), delay)
+
+    # --- the outbox -----------------------------------------------------------------------
+
+    async def emit(self, changes: Sequence[OutsideChange | Unmappable], cursor: dict[str, Any] | None = None,
+                   stage: str = "source") -> int:
+        """Store changes as proposals (echoes dropped, unmappable ones as dead letters) with the cursor
+        behind them; returns once they are durable. Push sources call this from their listener."""
+        records = [self._record(change, stage) for change in changes]
+        stored = [r for r in records if r is not None]
+        if cursor is not None:  # published after the proposals before it: a successor resumes there
+            encoded = json.dumps(cursor, sort_keys=True).encode()
+            stored.append(Pending(0, f"cursor:{hashlib.sha256(encoded).hexdigest()}", "connector_cursors",
+                                  self.instance, encoded))
+        added = await asyncio.to_thread(self.store.put, stored, cursor)
+        self._stored.set()
+        return added
+
+    def _record(self, change: OutsideChange | Unmappable, stage: str) -> Pending | None:
+        if isinstance(change, Unmappable):
+            return self._dead_letter(change.record, change.reason, change.key, stage)
+        known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
+        values = dict(change.values)
+        refs = list(change.refs)
+        if known is not None:
+            current = field_values(known.model_dump(mode="json"))
+            values = {path: value for path, value in values.items() if not _same(path, value, current)}
+            known_refs = {r.key for r in known.external_refs}
+            refs = [r for r in refs if r.key not in known_refs]
+            if not values and not refs:
+                self.counts["suppressed"] += 1
+                return None
+        proposal = ChangeProposal(
+            event_id=change.event_id,
+            order_ref=OrderRef(order_id=known.order_id if known else change.order_id, external=change.ref),
+            intent=ProposalIntent.CREATE if change.create and known is None else ProposalIntent.UPDATE,
+            base_version=known.version if known else 0, source_system=self.connector.system,
+            actor=change.actor, occurred_at=change.occurred_at,
+            changes=[FieldChange(field=path, value=canonical_json(value)) for path, value in values.items()],
+            external_refs=refs, comment=change.comment)
+        self.counts["proposed"] += 1
+        return Pending(0, proposal.event_id, "proposals", proposal.order_ref.key or "", self.codec.encode(
+            "change_proposal", proposal.to_avro()))
+
+    def _dead_letter(self, record: Any, reason: str, key: str | None, stage: str) -> Pending:
+        value = record if isinstance(record, bytes) else json.dumps(record, default=str, sort_keys=True).encode()
+        self.counts["dead_letters"] += 1
+        headers = (("__orderhub.errors.stage", f"connector:{self.instance}:{stage}".encode()),
+                   ("__orderhub.errors.exception.class.name", b"hub.errors.UnmappableRecord"),
+                   ("__orderhub.errors.exception.message", reason[:4000].encode()))
+        return Pending(0, f"dead:{uuid.uuid4()}", "dead_letters", key or "", value, headers)
+
+    async def _drain(self) -> None:
+        while True:
+            pending = await asyncio.to_thread(self.store.pending)
+            if not pending:
+                self._stored.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stored.wait(), 1.0)
+                continue
+            if not self._online:
+                await self.client.start()
+                self._online = True
+            try:
+                for record in pending:
+                    await self.client.send_record(getattr(self.topics, record.role), record.key.encode(),
+                                                  record.value, record.headers)
+                    await asyncio.to_thread(self.store.sent, record.seq)
+                    self.counts["sent"] += 1
+            except BrokerUnavailable:
+                await self.client.stop()  # a fresh producer after the outage
+                self._online = False
+                raise
+
+    # --- the hub's last word on every order -----------------------------------------------
+
+    async def _known(self) -> None:
+        topic = self.topics.state
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
+        await consumer.start()
+        try:
+            partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(self.settings, topic))]
+            consumer.assign(partitions)
+            stored = self.store.offsets(topic)
+            for tp in partitions:
+                if tp.partition in stored:
+                    consumer.seek(tp, stored[tp.partition])
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+                snapshots, offsets = [], {}
+                for tp, messages in batches.items():
+                    for message in messages:
+                        offsets[(tp.topic, tp.partition)] = message.offset + 1
+                        if message.value is None:
+                            continue
+                        try:
+                            value = self.codec.decode(message.value, "order_snapshot").value
+                            snapshots.append(OrderSnapshot.from_avro(value))
+                        except Exception as exc:  # noqa: BLE001 - the engine dead-letters bad state; skip it here
+                            log.warning("%s: unreadable snapshot at %s@%s: %s", self.instance, tp, message.offset, exc)
+                if offsets:
+                    await asyncio.to_thread(self.store.remember, snapshots, offsets)
+        finally:
+            await consumer.stop()
+
+    # --- the source -----------------------------------------------------------------------
+
+    async def _source(self) -> None:
+        if not self.connector.has_source():
+            return
+        topic = self.topics.connector_cursors
+        runtime = self
+
+        class Lease(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                runtime.leader.clear()
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                if assigned:
+                    await runtime._adopt_cursor()
+                    runtime.leader.set()
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=f"{self.group}.source",
+                                    enable_auto_commit=False, auto_offset_reset="latest",
+                                    session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+                                    heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000))
+        consumer.subscribe([topic], listener=Lease())
+        await consumer.start()
+        poller = asyncio.create_task(self._poll_while_leader())
+        try:
+            while True:  # keeps the membership alive; the records themselves are read by _adopt_cursor
+                await consumer.getmany(timeout_ms=1000)
+                if poller.done():
+                    poller.result()
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await poller
+            self.leader.clear()
+            await consumer.stop()
+
+    async def _adopt_cursor(self) -> None:
+        """On taking the lease: when nothing of ours waits in the outbox, the cursor last published
+        (by whichever instance polled last) is where polling resumes."""
+        if await asyncio.to_thread(self.store.waiting):
+            return
+        published = await self._published_cursor()
+        if published is not None and published != self.store.cursor():
+            log.info("%s: taking over the source at cursor %s", self.instance, published)
+            await asyncio.to_thread(self.store.set_cursor, published)
+
+    async def _published_cursor(self) -> dict[str, Any] | None:
+        topic = self.topics.connector_cursors
+        reader = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
+                                  enable_auto_commit=False, auto_offset_reset="earliest")
+        await reader.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            reader.assign([tp])
+            end = (await reader.end_offsets([tp]))[tp]
+            latest = None
+            while end and await reader.position(tp) < end:
+                for messages in (await reader.getmany(tp, timeout_ms=1000)).values():
+                    for message in messages:
+                        if message.key == self.instance.encode() and message.value:
+                            latest = json.loads(message.value)
+            return latest
+        finally:
+            await reader.stop()
+
+    async def _poll_while_leader(self) -> None:
+        while True:
+            await self.leader.wait()
+            cursor = await asyncio.to_thread(self.store.cursor)
+            polled = await retried(lambda: self.connector.poll(cursor), f"{self.instance} poll", stopping=self._stopping)
+            if polled is None:
+                return
+            if polled.changes or polled.cursor != cursor:
+                await self.emit(polled.changes, polled.cursor)
+            if not polled.more:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.connector.config.poll_interval_s)
+
+    # --- the sink -------------------------------------------------------------------------
+
+    async def _sink(self) -> None:
+        hooks = {"on_change": (self.topics.changes, "order_change", OrderChange),
+                 "on_state": (self.topics.state, "order_snapshot", OrderSnapshot),
+                 "on_release": (self.topics.releases, "order_release", OrderRelease)}
+        wanted = {hooks[h][0]: (h, *hooks[h][1:]) for h in self.connector.sink_hooks()}
+        if not wanted:
+            return
+        consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=self.settings.bootstrap_servers,
+                                    group_id=f"{self.group}.sink", enable_auto_commit=False,
+                                    auto_offset_reset="earliest",
+                                    session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+                                    heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000))
+        await consumer.start()
+        try:
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=200)
+                for tp, messages in batches.items():
+                    hook, schema, model = wanted[tp.topic]
+                    for message in messages:
+                        await self._deliver(hook, schema, model, message)
+                if batches:
+                    await consumer.commit()  # only after every hook returned and its output is stored
+        finally:
+            await consumer.stop()
+
+    async def _deliver(self, hook: str, schema: str, model: Any, message: Any) -> None:
+        """One sink record through its hook: retried while the outside system is away; dead-lettered
+        when it can never be delivered."""
+        stage = f"sink:{hook}"
+        try:
+            event = model.from_avro(self.codec.decode(message.value, schema).value)
+        except Exception as exc:  # noqa: BLE001 - bytes no schema reads: the hub's dead letters have them
+            log.warning("%s: unreadable %s at offset %s: %s", self.instance, schema, message.offset, exc)
+            return
+        try:
+            out = await retried(lambda: getattr(self.connector, hook)(event), f"{self.instance} {hook}",
+                                stopping=self._stopping)
+        except UnmappableRecord as exc:
+            await self.emit([Unmappable(event.model_dump(mode="json"), str(exc), event.order_id)], stage=stage)
+            return
+        except (asyncio.CancelledError, RetriableError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must not stop the sink: park the record with why
+            log.exception("%s %s failed", self.instance, hook)
+            await self.emit([Unmappable(event.model_dump(mode="json"), f"{type(exc).__name__}: {exc}",
+                                        event.order_id)], stage=stage)
+            return
+        if out:
+            await self.emit(list(out), stage=stage)
+
+
+def _same(path: str, value: Any, current: dict[str, str]) -> bool:
+    """Whether a proposed plain value equals the hub's current value of ``path`` (canonically)."""
+    kind = kind_of(path)
+    if kind is None:
+        return False
+    try:
+        return kind.canonical(canonical_json(value)) == current.get(path)
+    except ValueError:  # invalid: let the hub say why
+        return False
+
+
+async def _partitions(settings: Settings, topic: str) -> set[int]:
+    """The partitions of ``topic``: a producer fetches a topic's metadata on demand (a consumer without
+    a subscription has no public call that does)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        return set(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+
+
+def utcnow() -> dt.datetime:
+    """Now, in UTC (connectors stamp outside records that carry no time)."""
+    return dt.datetime.now(dt.timezone.utc)

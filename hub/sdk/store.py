@@ -1,0 +1,161 @@
+"""A connector instance's durable local state: the offline outbox, the source cursor, and what
+the hub last said about each order. One SQLite file per instance.
+
+- ``outbox``: encoded proposals in the order they were made, until Kafka has taken them. A
+  proposal and the cursor behind it are written in one transaction: after a crash either both
+  are there (the proposal is sent after the restart) or neither (the poll is repeated).
+  An event id is stored once, so a change emitted twice is sent once.
+- ``cursor``: the source's position after the last stored poll.
+- ``known``: the latest snapshot of every order (from the state topic), its external
+  references indexed, and the state topic's offsets, so a restart does not read it all again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from hub.events import ExternalRef, OrderSnapshot
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One record waiting in the outbox: a proposal, a dead letter, or a cursor to publish."""
+
+    #: Position in the outbox: records are sent in this order.
+    seq: int
+    #: Unique id (a proposal's event id): the same id is stored once.
+    event_id: str
+    #: The topic's role (``TopicNames``): proposals, dead_letters, connector_cursors.
+    role: str
+    #: Its Kafka key.
+    key: str
+    #: The encoded value.
+    value: bytes
+    #: Kafka headers (a dead letter's why).
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE,
+                                   role TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL,
+                                   headers TEXT NOT NULL DEFAULT '[]');
+CREATE TABLE IF NOT EXISTS cursor (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS known (order_id TEXT PRIMARY KEY, version INTEGER NOT NULL, snapshot TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS known_refs (ref TEXT PRIMARY KEY, order_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
+                                    PRIMARY KEY (topic, partition));
+"""
+
+
+class ConnectorStore:
+    """The SQLite file of one connector instance (safe to share between the runtime's tasks)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a proposal stored is a proposal kept, power cut included
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._db.close()
+
+    # --- outbox and cursor --------------------------------------------------------------
+
+    def put(self, records: Iterable[Pending], cursor: dict[str, Any] | None = None) -> int:
+        """Store records (their ``seq`` is ignored) and, with them, the cursor behind them, in one
+        transaction; an id already in the outbox is not stored again. Returns how many were new."""
+        rows = [(r.event_id, r.role, r.key, r.value, json.dumps([[k, v.decode("latin-1")] for k, v in r.headers]))
+                for r in records]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                before = self._db.total_changes
+                self._db.executemany("INSERT OR IGNORE INTO outbox (event_id, role, key, value, headers) "
+                                     "VALUES (?, ?, ?, ?, ?)", rows)
+                added = self._db.total_changes - before
+                if cursor is not None:
+                    self._db.execute("INSERT OR REPLACE INTO cursor (name, value) VALUES ('source', ?)",
+                                     (json.dumps(cursor, sort_keys=True),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return added
+
+    def pending(self, limit: int = 500) -> list[Pending]:
+        """The oldest proposals Kafka has not taken yet, in the order they were stored."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, event_id, role, key, value, headers FROM outbox ORDER BY seq LIMIT ?",
+                                    (limit,)).fetchall()
+        return [Pending(seq, event_id, role, key, value, tuple((k, v.encode("latin-1")) for k, v in json.loads(headers)))
+                for seq, event_id, role, key, value, headers in rows]
+
+    def sent(self, upto_seq: int) -> None:
+        """Forget every proposal up to ``upto_seq``: Kafka has them."""
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+
+    def waiting(self) -> int:
+        """How many records wait for Kafka."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def cursor(self) -> dict[str, Any]:
+        """The source's cursor after the last stored poll ({} before the first)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM cursor WHERE name = 'source'").fetchone()
+        return json.loads(row[0]) if row else {}
+
+    def set_cursor(self, cursor: dict[str, Any]) -> None:
+        """Adopt a cursor (another instance's, taken over with the source lease)."""
+        self.put((), cursor)
+
+    # --- what the hub last said ---------------------------------------------------------
+
+    def remember(self, snapshots: Iterable[OrderSnapshot], offsets: dict[tuple[str, int], int]) -> None:
+        """Keep the latest snapshot per order (an older version never replaces a newer one) and the
+        state topic's next offsets, in one transaction."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for snap in snapshots:
+                    self._db.execute(
+                        "INSERT INTO known (order_id, version, snapshot) VALUES (?, ?, ?) "
+                        "ON CONFLICT(order_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot "
+                        "WHERE excluded.version >= known.version",
+                        (snap.order_id, snap.version, snap.model_dump_json()))
+                    self._db.executemany("INSERT OR IGNORE INTO known_refs (ref, order_id) VALUES (?, ?)",
+                                         [(ref.key, snap.order_id) for ref in snap.external_refs])
+                self._db.executemany("INSERT OR REPLACE INTO offsets (topic, partition, next) VALUES (?, ?, ?)",
+                                     [(t, p, o) for (t, p), o in offsets.items()])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def offsets(self, topic: str) -> dict[int, int]:
+        """The next offset to read per partition of ``topic``."""
+        with self._lock:
+            rows = self._db.execute("SELECT partition, next FROM offsets WHERE topic = ?", (topic,)).fetchall()
+        return dict(rows)
+
+    def snapshot(self, order_id: str) -> OrderSnapshot | None:
+        """The latest snapshot of an order, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT snapshot FROM known WHERE order_id = ?", (order_id,)).fetchone()
+        return OrderSnapshot.model_validate_json(row[0]) if row else None
+
+    def snapshot_for(self, ref: ExternalRef) -> OrderSnapshot | None:
+        """The latest snapshot of the order an outside reference belongs to, or None."""
+        with self._lock:
+            row = self._db.execute("SELECT order_id FROM known_refs WHERE ref = ?", (ref.key,)).fetchone()
+        return self.snapshot(row[0]) if row else None
