@@ -53,6 +53,11 @@ class ConnectorContract:
     def outside_orders(self, peer: Any, order_id: str) -> int:
         raise NotImplementedError
 
+    async def sink_snapshot(self, peer: Any, snapshot: OrderSnapshot) -> OrderSnapshot:
+        """The order the sink test delivers; a connector whose sink updates an outside object that
+        exists already (the CRM's opportunity) makes it there and attaches its reference."""
+        return snapshot
+
     # --- the harness ------------------------------------------------------------------------
 
     @pytest.fixture
@@ -194,6 +199,7 @@ class ConnectorContract:
                                lines=[ReleaseLine(line_no=10, material_id="MAT-1", quantity="5", unit="C62")])
         await connector.start()
         try:
+            snapshot = await self.sink_snapshot(peer, snapshot)
             for _ in range(2):
                 if "on_release" in hooks:
                     await connector.on_release(release)

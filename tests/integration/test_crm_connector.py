@@ -1,0 +1,122 @@
+"""The CRM connector keeps the connector contract against the Salesforce sandbox (TLS, real process)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from connectors.crm import CrmConfig, CrmConnector
+from connectors.crm.client import OpportunityClient
+from connectors.crm.source import opportunity_change
+from hub.sdk import ConnectorRuntime
+from tests.integration.kafka_helpers import poll_until
+from hub.events import ExternalRef, OrderSnapshot
+from hub.sdk.contract import ConnectorContract
+from localdev import process
+from localdev.sandboxes import salesforce
+from localdev.sandboxes.salesforce import CrmSandbox, SalesDesk, line
+
+pytestmark = pytest.mark.integration
+
+
+class TestCrmContract(ConnectorContract):
+    """The whole contract kit, with Salesforce as the outside system."""
+
+    @pytest.fixture
+    def peer(self, tmp_path: Path) -> Iterator[CrmSandbox]:
+        started = salesforce.up(tmp_path / "crm", process.free_port())
+        yield started
+        salesforce.down(tmp_path / "crm")
+
+    def make_connector(self, peer: CrmSandbox) -> CrmConnector:
+        return CrmConnector(CrmConfig(instance_url=peer.instance_url, session_id=peer.session_id, ca_file=peer.ca_file))
+
+    def desk(self, peer: CrmSandbox) -> SalesDesk:
+        return SalesDesk(peer.instance_url, peer.ca_file)
+
+    async def put_outside_order(self, peer: CrmSandbox, key: str) -> None:
+        desk = self.desk(peer)
+        opp = desk.new_opportunity(f"ACME {key}", f"Deal {key}", contact="Jane Roe", Amount=1200,
+                                   CurrencyIsoCode="EUR", Requested_Delivery_Date__c="2026-12-20",
+                                   Description="coating: zinc 12 um", lines=[line("MAT-100", 5, unit="pcs")])
+        desk.win(opp.opportunity_id)
+        desk.close()
+
+    async def put_unmappable(self, peer: CrmSandbox) -> None:
+        desk = self.desk(peer)
+        opp = desk.new_opportunity("Broken GmbH", "Deal without a product", Description="x",
+                                   Requested_Delivery_Date__c="2026-12-20",
+                                   lines=[line("MAT-1", 5, unit="furlongs")])
+        desk.win(opp.opportunity_id)
+        desk.close()
+
+    async def sink_snapshot(self, peer: CrmSandbox, snapshot: OrderSnapshot) -> OrderSnapshot:
+        desk = self.desk(peer)
+        opp = desk.new_opportunity("ACME Sink", "Sink deal", lines=[line("MAT-1", 5)])
+        desk.close()
+        ref = ExternalRef(system="CRM", object_type="Opportunity", external_id=opp.opportunity_id)
+        return snapshot.model_copy(update={"external_refs": [ref]})
+
+    def outside_orders(self, peer: CrmSandbox, order_id: str) -> int:
+        client = OpportunityClient(peer.instance_url, peer.session_id, ca_file=peer.ca_file)
+        try:
+            opportunities = client.changed_since(dt.datetime(2000, 1, 1, tzinfo=dt.UTC))
+            return sum(1 for o in opportunities if o.order_id == order_id)
+        finally:
+            client.close()
+
+
+def crm_ref(opp_id: str) -> ExternalRef:
+    return ExternalRef(system="CRM", object_type="Opportunity", external_id=opp_id)
+
+
+async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_nothing_echoes(
+        hub_settings, start_worker, tmp_path: Path) -> None:
+    """On real Kafka with the engine: the win's signed change event creates the order (version 1);
+    the hub writes the order number back to the opportunity; that write's own change event and the
+    same event delivered three times make no version; a later CRM change becomes version 2."""
+    start_worker(hub_settings).wait_ready()
+    port = process.free_port()
+    sandbox = salesforce.up(tmp_path / "crm", process.free_port(), webhook_urls=[f"http://127.0.0.1:{port}/crm/events"],
+                            webhook_secret="s3cret")
+    config = CrmConfig(instance_url=sandbox.instance_url, session_id=sandbox.session_id, ca_file=sandbox.ca_file,
+                       webhook_secret="s3cret", webhook_port=port, poll_interval_s=3600)
+    runtime = ConnectorRuntime(CrmConnector(config), instance="crm-test", settings=hub_settings)
+    running = asyncio.create_task(runtime.run())
+    desk = SalesDesk(sandbox.instance_url, sandbox.ca_file)
+    crm = OpportunityClient(sandbox.instance_url, sandbox.session_id, ca_file=sandbox.ca_file)
+    try:
+        await poll_until(lambda: runtime.leader.is_set(), 60, "the source lease")
+        opp = desk.new_opportunity("ACME GmbH", "Brackets", contact="Jane Roe", Amount=1200, CurrencyIsoCode="EUR",
+                                   Requested_Delivery_Date__c="2026-12-20", Description="coating: zinc 12 um",
+                                   lines=[line("MAT-100", 250, unit="pcs")])
+        desk.win(opp.opportunity_id, stage="Signed")  # a renamed won stage: IsWon decides
+        ref = crm_ref(opp.opportunity_id)
+        await poll_until(lambda: runtime.store.snapshot_for(ref) is not None, 90, "the order from the win")
+        order = runtime.store.snapshot_for(ref)
+        assert order.version == 1 and order.customer.name == "ACME GmbH" and order.lines[0].unit == "C62"
+        await poll_until(lambda: crm.opportunity(opp.opportunity_id).order_number == order.order_number, 60,
+                         "the order number written back to the opportunity")
+        shown = crm.opportunity(opp.opportunity_id)
+        assert (shown.order_id, shown.order_status) == (order.order_id, "DRAFT")
+        events = desk.events(after=0)
+        assert any("client=orderhub" in e["payload"]["ChangeEventHeader"]["changeOrigin"] for e in events)
+        await poll_until(lambda: runtime.store.waiting() == 0, 30, "the outbox drained")
+        proposed = runtime.counts["proposed"]
+        for _ in range(3):  # the same state read again (a re-delivered or repeated event): no new proposal
+            again = await asyncio.to_thread(opportunity_change, crm, crm.opportunity(opp.opportunity_id))
+            await runtime.emit([again])
+        assert runtime.counts["proposed"] == proposed
+        desk.change(opp.opportunity_id, Customer_PO_Number__c="PO-77")
+        await poll_until(lambda: (runtime.store.snapshot_for(ref) or order).version == 2, 60, "the PO as version 2")
+        assert runtime.store.snapshot_for(ref).customer_po_number == "PO-77"
+    finally:
+        runtime.stop()
+        await running
+        desk.close()
+        crm.close()
+        salesforce.down(tmp_path / "crm")
