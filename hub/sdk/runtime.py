@@ -33,7 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from hub.client import HubClient
 from hub.domain.fields import canonical_json, field_values, kind_of
-from hub.errors import BrokerUnavailable, RetriableError, UnmappableRecord
+from hub.errors import BrokerUnavailable, DeadLetterError, RetriableError
 from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
                         ProposalIntent)
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
@@ -354,7 +354,7 @@ class ConnectorRuntime:
         try:
             out = await retried(lambda: getattr(self.connector, hook)(event), f"{self.instance} {hook}",
                                 stopping=self._stopping)
-        except UnmappableRecord as exc:
+        except DeadLetterError as exc:  # UnmappableRecord, or the outside system refusing the record for good
             await self.emit([Unmappable(event.model_dump(mode="json"), str(exc), event.order_id)], stage=stage)
             return
         except (asyncio.CancelledError, RetriableError):

@@ -1,0 +1,134 @@
+"""The ERP connector against mock-sap (a real process): the contract kit's sink side; on real
+Kafka with the engine, a hub order becomes one sales order whose number, prices and confirmation
+come back; two instances share the work and one stopped mid-stream loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from connectors.erp import ErpConfig, ErpConnector
+from hub.client import HubClient
+from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef
+from hub.sdk import ConnectorRuntime
+from hub.sdk.contract import ConnectorContract
+from localdev import process
+from localdev.sandboxes import sap
+from tests.integration.kafka_helpers import poll_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def erp_url(tmp_path: Path) -> Iterator[str]:
+    """mock-sap on a free port; stopped by PID afterwards."""
+    url = sap.up(tmp_path / "erp", process.free_port(), slow_ms=200)
+    yield url
+    sap.down(tmp_path / "erp")
+
+
+def erp_config(url: str) -> ErpConfig:
+    return ErpConfig(service_url=url, user=sap.USER, password=sap.PASSWORD, poll_interval_s=0.5)
+
+
+class TestErpContract(ConnectorContract):
+    """The contract kit against mock-sap (the source side is proven on real Kafka below)."""
+
+    @pytest.fixture
+    def peer(self, erp_url: str) -> str:
+        return erp_url
+
+    def make_connector(self, peer: str) -> ErpConnector:
+        return ErpConnector(erp_config(peer))
+
+    def outside_orders(self, peer: str, order_id: str) -> int:
+        return len(sap.sales_orders_with_text(peer, "ZHUB", order_id))
+
+    async def test_mapping_round_trip(self, peer, hub_settings) -> None:
+        """The ERP creates no hub orders: a poll of an ERP without hub orders proposes nothing."""
+        connector = self.make_connector(peer)
+        await connector.start()
+        try:
+            assert list((await connector.poll({})).changes) == []
+        finally:
+            await connector.stop()
+
+    test_echo_of_the_hubs_values_is_not_proposed = None
+    test_unmappable_input_is_dead_lettered_and_the_next_flows = None
+    test_cursor_resumes_after_a_restart = None
+    test_outbox_keeps_everything_once_across_a_restart = None
+
+
+def creation(order_id: str) -> ChangeProposal:
+    values = {"customer.id": "17100001", "requested_delivery": "2026-12-20",
+              "instructions": [{"key": None, "text": "zinc 12 um"}],
+              "lines.10.material.id": "MAT-100", "lines.10.quantity": "250", "lines.10.unit": "C62"}
+    return ChangeProposal(event_id=f"{order_id}:create", order_ref=OrderRef(order_id=order_id), intent="CREATE",
+                          base_version=0, source_system="HUB", actor=Actor(id="sam", role="sales"),
+                          occurred_at="2026-12-03T09:00:00Z",
+                          changes=[FieldChange(field=k, value=json.dumps(v)) for k, v in values.items()])
+
+
+def erp_number(runtime: ConnectorRuntime, order_id: str) -> str | None:
+    snapshot = runtime.store.snapshot(order_id)
+    refs = [r.external_id for r in (snapshot.external_refs if snapshot else []) if r.system == "ERP"]
+    return refs[0] if refs else None
+
+
+async def test_a_hub_order_becomes_one_sales_order_and_the_erp_prices_and_confirms_it(
+        hub_settings, start_worker, erp_url: str, tmp_path: Path) -> None:
+    """The order gets its ERP number as a cross-reference; the clerk's prices and confirmed date come
+    back as amounts and CONFIRMED, made by the ERP; the ERP has one sales order for it."""
+    start_worker(hub_settings).wait_ready()
+    runtime = ConnectorRuntime(ErpConnector(erp_config(erp_url)), instance="erp-test", settings=hub_settings)
+    running = asyncio.create_task(runtime.run())
+    try:
+        async with HubClient(hub_settings) as client:
+            assert (await client.propose(creation("erp-order-1"), timeout_s=60)).answer.outcome.value == "CREATED"
+        await poll_until(lambda: erp_number(runtime, "erp-order-1") is not None, 90, "the ERP number on the order")
+        number = erp_number(runtime, "erp-order-1")
+        sap.price_and_confirm(erp_url, number, unit_prices={"000010": Decimal("47.50")},
+                              delivery_date=dt.date(2026, 12, 18))
+        await poll_until(lambda: runtime.store.snapshot("erp-order-1").status.value == "CONFIRMED", 90,
+                         lambda: f"CONFIRMED from the ERP (order now {runtime.store.snapshot('erp-order-1')})")
+        order = runtime.store.snapshot("erp-order-1")
+        assert order.amounts.net == Decimal("11875.00") and order.lines[0].unit_price == Decimal("47.5000")
+        assert order.promised_delivery == dt.date(2026, 12, 18)
+        assert len(sap.sales_orders_with_text(erp_url, "ZHUB", "erp-order-1")) == 1
+        ref = ExternalRef(system="ERP", object_type="A_SalesOrder", external_id=number)
+        assert runtime.store.snapshot_for(ref).order_id == "erp-order-1"
+    finally:
+        runtime.stop()
+        await running
+
+
+async def test_two_instances_share_the_sink_and_one_stopped_mid_stream_loses_nothing(
+        hub_settings, start_worker, erp_url: str, tmp_path: Path) -> None:
+    """Six orders, two ERP instances in one consumer group; one stops after the first sales orders:
+    every order still gets exactly one sales order."""
+    start_worker(hub_settings).wait_ready()
+    runtimes = [ConnectorRuntime(ErpConnector(erp_config(erp_url)), instance="erp-shared", settings=hub_settings,
+                                 store_path=tmp_path / f"erp-{n}.db") for n in (1, 2)]
+    tasks = [asyncio.create_task(r.run()) for r in runtimes]
+    orders = [f"erp-shared-{n}" for n in range(6)]
+    try:
+        async with HubClient(hub_settings) as client:
+            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[:3]))
+            await poll_until(lambda: any(sap.sales_orders_with_text(erp_url, "ZHUB", o) for o in orders[:3]), 90,
+                             "the first sales orders")
+            runtimes[0].stop()  # mid-stream: its partitions move to the other instance
+            await tasks[0]
+            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[3:]))
+        await poll_until(lambda: all(len(sap.sales_orders_with_text(erp_url, "ZHUB", o)) == 1 for o in orders), 120,
+                         lambda: {o: len(sap.sales_orders_with_text(erp_url, "ZHUB", o)) for o in orders})
+        assert all(len(sap.sales_orders_with_text(erp_url, "ZHUB", o)) == 1 for o in orders)
+    finally:
+        for r in runtimes:
+            r.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
