@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     connectors.set_defaults(func=_connectors)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")
-    bench.add_argument("which", choices=["engine"])
+    bench.add_argument("which", choices=["engine", "connectors"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
     return parser
