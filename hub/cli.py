@@ -97,6 +97,22 @@ def _run(args: argparse.Namespace) -> int:
     return run_worker(settings, extra_argv=args.faust_args)
 
 
+def _up(args: argparse.Namespace) -> int:
+    """The main job on the embedded default: everything on this machine, until Ctrl-C."""
+    import os
+
+    from localdev import up
+
+    # a cluster named in the environment is used as it is; otherwise the local one is started
+    return up.run(get_settings(), local_kafka="ORDERHUB_BOOTSTRAP_SERVERS" not in os.environ)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from localdev import demo
+
+    return demo.run(get_settings())
+
+
 def _orders(args: argparse.Namespace) -> int:
     from hub import readmodel
 
@@ -201,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="the main job: local Kafka if none is configured, topics, engine + read model")
     run.add_argument("faust_args", nargs=argparse.REMAINDER)
     run.set_defaults(func=_run)
+
+    up = sub.add_parser("up", help="the main job: Kafka, the engine, the CRM/ERP/MES connectors and local "
+                                   "sandboxes of those systems, until Ctrl-C")
+    up.set_defaults(func=_up)
+
+    demo = sub.add_parser("demo", help="push one order from won opportunity to completed through the hub `up` runs")
+    demo.set_defaults(func=_demo)
 
     worker = sub.add_parser("worker", help="run the canonical order engine (a faust worker)")
     worker.add_argument("faust_args", nargs=argparse.REMAINDER)

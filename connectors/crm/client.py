@@ -65,7 +65,7 @@ OPPORTUNITY_FIELDS = ("Id", "Name", "AccountId", "ContactId", "StageName", "IsWo
                       CUSTOMER_PO_FIELD, *WRITE_BACK_FIELDS.values(), "SystemModstamp")
 LINE_ITEM_FIELDS = ("Id", "OpportunityId", "Product2Id", "ProductCode", "Quantity", "UnitPrice", "Description",
                     "ServiceDate", LINE_UNIT_FIELD)
-ACCOUNT_FIELDS = ("Id", "Name")
+ACCOUNT_FIELDS = ("Id", "Name", "AccountNumber")
 CONTACT_FIELDS = ("Id", "FirstName", "LastName", "Email", "AccountId")
 _TRANSIENT_CODES = ("REQUEST_LIMIT_EXCEEDED", "SERVER_UNAVAILABLE", "UNABLE_TO_LOCK_ROW")
 _SALESFORCE_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
@@ -102,12 +102,14 @@ class Account:
     """Account Id."""
     name: str | None
     """Account Name."""
+    number: str | None = None
+    """AccountNumber: where sales keep the customer's number in the ERP (the sold-to party)."""
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> "Account":
         """From a REST record (``CrmRecordRefused`` names a field of the wrong type)."""
         read = _Reader("Account", record)
-        return cls(id=read.id("Id"), name=read.text("Name"))
+        return cls(id=read.id("Id"), name=read.text("Name"), number=read.text("AccountNumber"))
 
 
 @dataclass(frozen=True)

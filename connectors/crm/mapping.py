@@ -3,7 +3,8 @@ Pure functions over the client's value types and the hub's ``OrderSnapshot``.
 
 Salesforce -> canonical (``order_changes_for``; only a won opportunity, by IsWon)::
 
-    Account.Id, Account.Name              customer.id, customer.name
+    Account.AccountNumber (else .Id)      customer.id (the ERP's customer number, when sales keep it)
+    Account.Name                          customer.name
     Contact FirstName LastName            contact
     Opportunity.OwnerId                   sales_owner
     Customer_PO_Number__c                 customer_po_number
@@ -88,7 +89,8 @@ def order_changes_for(opp: Opportunity, lines: list[LineItem], account: Account,
     _check_belongs(opp, lines, account, contact)
     numbered = list(zip(range(LINE_STEP, LINE_STEP * (len(lines) + 1), LINE_STEP), sorted(lines, key=lambda x: x.id)))
     sourced: list[_Sourced] = [
-        ("customer.id", account.id, "Account.Id", account.id),
+        ("customer.id", account.number or account.id, "Account.AccountNumber" if account.number else "Account.Id",
+         account.id),
         ("customer.name", account.name, "Account.Name", account.id),
         ("contact", contact.name if contact else None, "Contact.Name", contact.id if contact else None),
         ("sales_owner", opp.owner_id, "Opportunity.OwnerId", opp.id),

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The README's two commands, on a fresh machine or an old one:
-#   bash deploy/local/dev.sh run     the hub on the embedded default: local Kafka (KRaft, jars from
-#                                    Maven Central), topics from topics.yaml, the engine, a SQLite read model
+#   bash deploy/local/dev.sh run     the main job on the embedded default (`orderhub up`): local Kafka
+#                                    (KRaft, jars from Maven Central), topics, the engine, a SQLite read
+#                                    model, the CRM, ERP and MES connectors against local sandboxes
 #   bash deploy/local/dev.sh test    the schema gate, then every test (real Kafka, real PostgreSQL, both
 #                                    started here and stopped again on any exit)
 #   bash deploy/local/dev.sh bench   the engine benchmark (bench/README.md), with the Quix peer installed
-# Both first install what is missing: Java 17, Maven and PostgreSQL from Debian's packages, a venv
-# in .venv with the project and its test extra. Extra arguments go to the worker or to pytest.
+# Both first install what is missing: Java 17, Maven, PostgreSQL and Mosquitto from Debian's
+# packages, a venv in .venv with the project, its connectors, sandboxes and test extra. Extra arguments go to the worker or to pytest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -19,6 +20,7 @@ setup() {
   [ "${java_major:-0}" -ge 17 ] 2>/dev/null || need+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null 2>&1 || need+=(maven)
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} from Debian's packages"
@@ -37,7 +39,7 @@ shift || true
 case "$command" in
   run)
     setup
-    exec .venv/bin/orderhub run "$@"
+    exec .venv/bin/orderhub up "$@"
     ;;
   test)
     setup

@@ -33,7 +33,7 @@ date-times 2026-03-01T10:00:00Z or +00:00, with or without milliseconds). Anythi
 (relationship fields, OR, IN, LIKE, functions, sub-queries) is refused with ``MALFORMED_QUERY``
 (unknown fields: ``INVALID_FIELD``, unknown objects: ``INVALID_TYPE``); results are one page.
 
-Objects: Account (Name), Contact (FirstName, LastName, Email, AccountId; Name derived),
+Objects: Account (Name, AccountNumber), Contact (FirstName, LastName, Email, AccountId; Name derived),
 Product2 (Name, ProductCode), Opportunity and OpportunityLineItem; every one has Id,
 CreatedDate, LastModifiedDate and SystemModstamp. Ids are Salesforce's 18-character form
 (key prefix 001/003/01t/006/00k, a serial, the case-checksum suffix); 15-character ids are
@@ -227,7 +227,7 @@ def _object(name: str, prefix: str, **fields: FieldSpec) -> SObjectSpec:
 
 _TEXT, _DATE, _MONEY = FieldSpec("string"), FieldSpec("date"), FieldSpec("currency")
 OBJECTS: dict[str, SObjectSpec] = {spec.name: spec for spec in (
-    _object("Account", "001", Name=FieldSpec("string", required=True)),
+    _object("Account", "001", Name=FieldSpec("string", required=True), AccountNumber=FieldSpec("string")),
     _object("Contact", "003", FirstName=_TEXT, LastName=FieldSpec("string", required=True),
             Name=FieldSpec("string", writable=False), Email=_TEXT,
             AccountId=FieldSpec("ref", target="Account")),
@@ -1370,14 +1370,16 @@ class SalesDesk:
 
     def new_opportunity(self, account_name: str, name: str, *, stage: str = "Prospecting",
                         close_date: str = "2026-12-31", contact: str | None = None,
-                        lines: Sequence[Mapping[str, Any]] = (), **fields: Any) -> NewOpportunity:
+                        lines: Sequence[Mapping[str, Any]] = (), account_number: str | None = None,
+                        **fields: Any) -> NewOpportunity:
         """Create an account (or use ``account_id=``), an opportunity with ``fields`` (Salesforce
         field names, e.g. ``Description``, ``Requested_Delivery_Date__c``), an optional contact
         ("First Last") and line items (``line(...)`` builds one), in one transaction."""
         account_id = fields.pop("account_id", None)
         body: dict[str, Any] = {"opportunity": {"Name": name, "StageName": stage, "CloseDate": close_date, **fields},
                                 "lines": list(lines)}
-        body.update({"account_id": account_id} if account_id else {"account": {"Name": account_name}})
+        account = {"Name": account_name, **({"AccountNumber": account_number} if account_number else {})}
+        body.update({"account_id": account_id} if account_id else {"account": account})
         if contact:
             first, _, last = contact.rpartition(" ")
             body["contact"] = {"FirstName": first or None, "LastName": last}

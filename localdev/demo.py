@@ -1,0 +1,197 @@
+"""``orderhub demo``: one order the whole way, against the hub ``orderhub up`` runs, step by step.
+
+Nobody types the order twice: a sales person wins an opportunity in the CRM; the hub makes the
+order and its number; the ERP gets the sales order and a clerk prices and confirms it there;
+two people edit the same field from the same version (a conflict, parked for a person); an
+approver approves and a planner releases it in the hub; the MES gets the job orders; the shop
+floor starts, reports and finishes them. Each step waits for the hub (the read model) to show
+it, with a deadline, and says who did what.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Callable
+
+from hub.client import HubClient
+from hub.events import Actor, ChangeProposal, FieldChange, OrderRef, OrderSnapshot
+from hub.readmodel import OrderNotFound, ReadModel
+from hub.settings import Settings
+from localdev.up import Stack
+
+#: How long one step may take before the demo says what it waited for.
+STEP_TIMEOUT_S = 90.0
+
+
+@dataclass
+class DemoRun:
+    """What the demo did: the order, its references, the conflict, every step said."""
+
+    #: The hub's order id, number and the opportunity, ERP order and MES jobs it is known by.
+    order_id: str = ""
+    order_number: str = ""
+    opportunity_id: str = ""
+    erp_number: str = ""
+    job_ids: list[str] = field(default_factory=list)
+    #: The event id of the parked proposal.
+    parked_event_id: str = ""
+    #: Every line the demo said, in order.
+    lines: list[str] = field(default_factory=list)
+
+
+async def wait_for(what: str, check: Callable[[], Any], timeout_s: float = STEP_TIMEOUT_S) -> Any:
+    """Poll ``check()`` until it returns something truthy; TimeoutError naming ``what`` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = await asyncio.to_thread(check)
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo waited {timeout_s:.0f}s for {what}; is `orderhub up` running? "
+                               "(its logs are under <state_dir>/up/)")
+        await asyncio.sleep(0.3)
+
+
+async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> DemoRun:
+    """Push one order the whole way through; return what happened."""
+    from localdev.sandboxes import sap
+    from localdev.sandboxes.mes import ShopFloor
+    from localdev.sandboxes.salesforce import SalesDesk, line
+
+    stack = Stack.read(settings)
+    run = DemoRun()
+
+    def tell(text: str) -> None:
+        run.lines.append(text)
+        say(text)
+
+    model = ReadModel(settings.read_model_url)
+    model.create_schema()
+
+    def order() -> OrderSnapshot | None:
+        try:
+            return model.order(run.order_id or f"CRM/Opportunity/{run.opportunity_id}")
+        except OrderNotFound:
+            return None
+
+    due = dt.date.today() + dt.timedelta(days=21)
+    desk = SalesDesk(stack.crm["instance_url"], stack.crm["ca_file"])
+    try:
+        tell("1. Sales (CRM): Anna wins the opportunity 'Brackets for ACME' (2 lines, due "
+             f"{due.isoformat()}, zinc coating)")
+        opp = desk.new_opportunity(
+            f"ACME Maschinenbau {uuid.uuid4().hex[:4]}", "Brackets for ACME", account_number="17100001",
+            contact="Jane Roe",
+            CurrencyIsoCode="EUR", Requested_Delivery_Date__c=due.isoformat(), Customer_PO_Number__c="PO-7781",
+            Description="coating: zinc 12 um\ninspection: first article report",
+            lines=[line("MAT-100", 250, unit="pcs", unit_price=48), line("MAT-200", 40, unit="kg", unit_price=13)])
+        run.opportunity_id = opp.opportunity_id
+        desk.win(opp.opportunity_id, stage="Signed")
+        created = await wait_for("the order from the won opportunity", order)
+        run.order_id, run.order_number = created.order_id, created.order_number
+        tell(f"   hub: order {created.order_number} version {created.version}, {created.status.value}, "
+             f"from CRM opportunity {opp.opportunity_id}")
+
+        with_erp = await wait_for("the ERP sales order", lambda: _ref(order(), "ERP"))
+        run.erp_number = with_erp
+        tell(f"2. ERP: sales order {with_erp.lstrip('0')} created for it (the hub's id stored in the ERP order)")
+        await asyncio.to_thread(sap.price_and_confirm, stack.erp["url"], with_erp,
+                                unit_prices={"000010": Decimal("47.50"), "000020": Decimal("12.90")},
+                                delivery_date=due - dt.timedelta(days=2))
+        confirmed = await wait_for("the ERP's prices and confirmation",
+                                   lambda: (o := order()) and o.status.value == "CONFIRMED" and o)
+        tell(f"   ERP clerk priced and confirmed it: net {confirmed.amounts.net} {confirmed.currency or ''}, "
+             f"promised {confirmed.promised_delivery}; hub: version {confirmed.version}, CONFIRMED")
+
+        async with HubClient(settings) as client:
+            base = confirmed.version
+            tell(f"3. Two people edit the process requirements at once, both from version {base}:")
+            first = await _propose(client, run.order_id, base, "HUB", "sam", "sales",
+                                   {"instructions": [{"key": "coating", "text": "zinc 15 um"}]})
+            tell(f"   sales (hub UI): {first.outcome.value}, version {first.version}")
+            second = await _propose(client, run.order_id, base, "HUB", "pia", "planner",
+                                    {"instructions": [{"key": "coating", "text": "zinc 12 um, passivated"}]})
+            run.parked_event_id = second.event_id
+            tell(f"   planner (hub UI): {second.outcome.value}: {second.message} "
+                 f"(see `orderhub orders conflicts {run.order_number}`)")
+
+            current = await wait_for("the edit in the read model", lambda: (o := order()) and o.version >= first.version and o)
+            approved = await _propose(client, run.order_id, current.version, "HUB", "alex", "approver",
+                                      {"status": "APPROVED"})
+            tell(f"4. Approver (hub UI): {approved.outcome.value}, version {approved.version}, APPROVED")
+            released = await _propose(client, run.order_id, approved.version, "HUB", "pia", "planner",
+                                      {"status": "RELEASED"})
+            tell(f"5. Planner (hub UI): {released.outcome.value}, version {released.version}, RELEASED to production")
+
+        jobs = await wait_for("the MES job orders", lambda: _jobs(stack, run.order_id))
+        run.job_ids = jobs
+        tell(f"6. MES: job orders {', '.join(jobs)} stored on the ISA-95 job order receiver")
+        async with ShopFloor(stack.mes["opc_url"], stack.mes["mqtt_host"], stack.mes["mqtt_port"]) as floor:
+            await floor.start(jobs[0])
+            started = await wait_for("IN_PRODUCTION", lambda: (o := order()) and o.status.value == "IN_PRODUCTION" and o)
+            tell(f"7. Shop floor: job {jobs[0]} started; hub: version {started.version}, IN_PRODUCTION")
+            await floor.report(jobs[0], Decimal("248"), Decimal("2"), "C62")
+            reported = await wait_for("the good quantity",
+                                      lambda: (o := order()) and o.lines[0].good_quantity == Decimal("248") and o)
+            tell(f"   progress over MQTT: line 10 good 248, scrap 2; hub: version {reported.version}")
+            for job in jobs[1:]:
+                await floor.start(job)
+            await floor.report(jobs[-1], Decimal("40"), Decimal("0"), "KGM")
+            for job in jobs:
+                await floor.finish(job)
+            done = await wait_for("COMPLETED", lambda: (o := order()) and o.status.value == "COMPLETED" and o)
+        tell(f"8. Shop floor: every job ended; hub: version {done.version}, COMPLETED")
+        tell(f"\nThe whole story: orderhub orders history {run.order_number}")
+        return run
+    finally:
+        desk.close()
+        model.close()
+
+
+@dataclass(frozen=True)
+class _Answered:
+    event_id: str
+    outcome: Any
+    version: int | None
+    message: str | None
+
+
+async def _propose(client: HubClient, order_id: str, base: int, system: str, actor: str, role: str,
+                   values: dict[str, Any]) -> _Answered:
+    proposal = ChangeProposal(
+        event_id=str(uuid.uuid4()), order_ref=OrderRef(order_id=order_id), base_version=base, source_system=system,
+        actor=Actor(id=actor, role=role), occurred_at=dt.datetime.now(dt.timezone.utc),
+        changes=[FieldChange(field=k, value=json.dumps(v)) for k, v in values.items()])
+    decided = await client.propose(proposal, timeout_s=STEP_TIMEOUT_S)
+    answer = decided.answer
+    return _Answered(proposal.event_id, answer.outcome, answer.version, answer.message)
+
+
+def _ref(snapshot: OrderSnapshot | None, system: str) -> str | None:
+    refs = [r.external_id for r in (snapshot.external_refs if snapshot else []) if r.system == system]
+    return refs[0] if refs else None
+
+
+def _jobs(stack: Stack, order_id: str) -> list[str]:
+    from connectors.mes.opcua import JobOrderReceiverClient
+
+    async def read() -> list[str]:
+        async with JobOrderReceiverClient(stack.mes["opc_url"]) as client:
+            return [job.job_order_id for job in await client.jobs_for_order(order_id)]
+    return asyncio.run(read())
+
+
+def run(settings: Settings) -> int:
+    """The command."""
+    from hub.readmodel import history_text
+
+    demo = asyncio.run(run_demo(settings))
+    print()
+    print(history_text(settings, demo.order_number))
+    return 0

@@ -1,0 +1,57 @@
+"""The main job (`orderhub up`'s stack) and `orderhub demo`, as a person runs them: one order from
+a won opportunity to COMPLETED, each step checked where a person would look (the read model, the
+ERP, the MES), and everything `up` started stopped again by PID."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from hub.readmodel import ReadModel
+from hub.settings import Settings
+from localdev import process
+from localdev.demo import run_demo
+from localdev.sandboxes import sap
+from localdev.up import Stack, folder, start
+from tests.services import namespaced_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_settings: Settings, tmp_path: Path) -> None:
+    """Every step of the demo happens, made by the system that owns it, with one parked conflict;
+    Ctrl-C's stop leaves no process of the stack running."""
+    settings = namespaced_settings(kafka_settings, tmp_path)
+    said: list[str] = []
+    ports = {name: process.free_port() for name in ("crm", "crm_webhook", "erp", "mes", "mqtt")}
+    stack, stop_all = start(settings, said.append, local_kafka=False, ports=ports)
+    home = folder(settings)
+    pids = [process.recorded_pid(home / f"{name}.pid") for name in ("engine", "connectors")]
+    try:
+        assert Stack.read(settings) == stack
+        assert any(line.startswith("CRM sandbox  https://127.0.0.1:") for line in said)
+        run = asyncio.run(run_demo(settings, said.append))
+        erp_orders = sap.sales_orders_with_text(stack.erp["url"], "ZHUB", run.order_id)
+    finally:
+        stop_all()
+    assert not any(process.alive(pid) for pid in pids if pid), "the engine and the connectors are stopped"
+    assert not (home / "stack.json").exists()
+
+    steps = [line.split(".", 1)[0] for line in run.lines if line[:1].isdigit()]
+    assert steps == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    model = ReadModel(settings.read_model_url)
+    order = model.order(run.order_number)
+    assert order.status.value == "COMPLETED"
+    assert {r.system for r in order.external_refs} == {"CRM", "ERP"}
+    assert order.amounts.net == Decimal("12391.00") and order.lines[0].good_quantity == Decimal("248.000")
+    history = model.history(run.order_number)
+    made_by = [(h.version, h.source_system) for h in history]
+    assert made_by[0] == (1, "CRM") and ("ERP" in {s for _, s in made_by}) and made_by[-1][1] == "MES"
+    assert [h.version for h in history] == list(range(1, len(history) + 1))
+    parked = model.parked_conflicts()
+    assert [c.event_id for c in parked] == [run.parked_event_id]
+    assert len(erp_orders) == 1
+    assert len(run.job_ids) == 2
