@@ -158,7 +158,7 @@ def _connectors(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         print(f"next: pip install -e {target} && pytest {target / 'tests'}")
         return 0
-    return _run_connectors(Path(args.file), args.name)
+    return _run_connectors(Path(args.file) if args.file else get_settings().connectors_file, args.name)
 
 
 def _run_connectors(path: Any, only: str | None) -> int:
@@ -244,8 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     connectors.add_argument("action", choices=["list", "new", "run"])
     connectors.add_argument("name", nargs="?", help="new: the connector's name; run: one instance only")
     connectors.add_argument("--dir", default=None, help="new: the folder to write (default ./orderhub-NAME)")
-    connectors.add_argument("--file", default=str(PROJECT_DIR / "deploy" / "local" / "connectors.yaml"),
-                            help="run: the declared instances (connectors.yaml)")
+    connectors.add_argument("--file", default=None,
+                            help="run: the declared instances (default: ORDERHUB_CONNECTORS_FILE, ./connectors.yaml)")
     connectors.set_defaults(func=_connectors)
 
     bench = sub.add_parser("bench", help="run a benchmark from bench/")

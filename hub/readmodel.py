@@ -1,9 +1,17 @@
 """The SQL read model: orders, their lines, history, conflicts and external ids as tables.
 
-The projector feeds it the hub's output events; people and reports read it. Every writer
-is idempotent (a replayed topic changes nothing) and takes one batch per transaction. It
-runs on a SQLite file by default (``settings.read_model_url``) and on PostgreSQL by URL
-(``postgresql+psycopg://...``); upserts use each dialect's ``INSERT ... ON CONFLICT``.
+The projector feeds it the hub's output events; people, reports, the client and REST APIs
+and connectors read it through typed queries (``order``, ``list_orders``, ``history``,
+``conflicts``, ``parked_conflicts``). Every writer is idempotent (a replayed topic changes
+nothing) and takes one batch per transaction. It runs on a SQLite file by default
+(``settings.read_model_url``) and on PostgreSQL by URL (``postgresql+psycopg://...``);
+upserts use each dialect's ``INSERT ... ON CONFLICT``.
+
+The schema is migrated by Alembic (``hub/migrations/``): ``create_schema`` upgrades to the
+newest revision, so a database keeps its rows across hub upgrades. ``metadata`` below is
+the schema at that revision (a test compares the two) and includes Alembic's version table,
+so ``metadata.drop_all`` empties a read model entirely; create it with ``create_schema``,
+never with ``metadata.create_all``.
 
 Tables::
 
@@ -12,25 +20,35 @@ Tables::
     order_history    (order_id, version): one accepted change each, diffs as JSON
     order_conflicts  record_id: one recorded conflict each, fields as JSON
     order_xrefs      (system, object_type, external_id): outside ids -> order_id
+    alembic_version  the schema's revision
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
+from collections.abc import Iterable, Mapping
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, TypeVar
 
-from sqlalchemy import (Boolean, Column, Date, DateTime, Integer, MetaData, Numeric, String, Table, Text,
-                        TypeDecorator, create_engine, event, func, or_, select)
+from pydantic import BaseModel
+from sqlalchemy import (Boolean, Column, Date, DateTime, Index, Integer, MetaData, Numeric, PrimaryKeyConstraint,
+                        String, Table, Text, TypeDecorator, and_, create_engine, event, exists, false, func, or_,
+                        select)
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RowMapping, make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.sql.elements import ColumnElement
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
+from hub import migrations
 from hub.errors import ConfigError
-from hub.events import ExternalRef, OrderChange, OrderConflict, OrderLine, OrderSnapshot
+from hub.events import (ChangeOutcome, ExternalRef, FieldConflict, FieldDiff, LifecycleStatus, OrderChange,
+                        OrderConflict, OrderLine, OrderSnapshot)
 from hub.settings import Settings
 
 
@@ -80,13 +98,13 @@ orders = Table(
     Column("order_id", ID, primary_key=True),
     Column("order_number", ID, nullable=False, unique=True),
     Column("version", Integer, nullable=False),
-    Column("status", String(32), nullable=False), Column("on_hold", Boolean, nullable=False),
-    Column("customer_id", ID), Column("customer_name", String(256)), Column("currency", String(3)),
+    Column("status", String(32), nullable=False, index=True), Column("on_hold", Boolean, nullable=False),
+    Column("customer_id", ID, index=True), Column("customer_name", String(256)), Column("currency", String(3)),
     Column("amount_net", DECIMAL), Column("amount_tax", DECIMAL), Column("amount_gross", DECIMAL),
     Column("amount_crm_expected", DECIMAL),
-    Column("requested_delivery", Date), Column("promised_delivery", Date),
+    Column("requested_delivery", Date, index=True), Column("promised_delivery", Date),
     Column("priority", Integer, nullable=False), Column("plant", String(32)),
-    Column("updated_at", _UtcDateTime, nullable=False),
+    Column("updated_at", _UtcDateTime, nullable=False, index=True),
     Column("snapshot", Text, nullable=False),  # the whole OrderSnapshot as JSON, for every other field
 )
 order_lines = Table(
@@ -115,17 +133,123 @@ order_conflicts = Table(
     Column("parked", Boolean, nullable=False), Column("resulting_version", Integer),
     Column("decided_at", _UtcDateTime, nullable=False),
     Column("fields", Text, nullable=False),  # JSON list of FieldConflict
+    Column("order_number", ID),  # null only for a row older than revision 0002 whose order was never seen
+    Index("ix_order_conflicts_parked_decided_at", "parked", "decided_at"),
 )
 order_xrefs = Table(
     "order_xrefs", metadata,
     Column("system", String(16), primary_key=True), Column("object_type", ID, primary_key=True),
-    Column("external_id", NAME, primary_key=True),
-    Column("order_id", ID, nullable=False, index=True), Column("external_number", NAME),
+    Column("external_id", NAME, primary_key=True, index=True),
+    Column("order_id", ID, nullable=False, index=True), Column("external_number", NAME, index=True),
+)
+# Alembic's own table, declared so that metadata.drop_all resets the read model whole (a
+# version row left behind would make create_schema skip the tables it just lost).
+alembic_version = Table(
+    "alembic_version", metadata,
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
 )
 
 
+# --- typed answers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderSummary:
+    """One order in a list: what people filter and sort orders by, without lines."""
+
+    order_id: str
+    """Hub order id."""
+    order_number: str
+    """Human-readable unique order number."""
+    version: int
+    """The order's current version."""
+    status: LifecycleStatus
+    """Lifecycle status."""
+    on_hold: bool
+    """Held; the order resumes where it was."""
+    customer_id: str | None
+    """Ordering customer's id, when known."""
+    customer_name: str | None
+    """Ordering customer's name, when known."""
+    requested_delivery: dt.date | None
+    """Due date requested by the customer."""
+    promised_delivery: dt.date | None
+    """Delivery date promised by the ERP."""
+    amount_net: Decimal | None
+    """Net amount (ERP)."""
+    currency: str | None
+    """ISO 4217 currency of the amounts."""
+    updated_at: dt.datetime
+    """When the current version was accepted (UTC)."""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One accepted change of an order: the version it made, who made it, and every field's before/after."""
+
+    order_id: str
+    """Hub order id."""
+    order_number: str
+    """Human-readable order number."""
+    version: int
+    """The version this change made."""
+    previous_version: int
+    """The version it was applied on (0 for the creation)."""
+    base_version: int
+    """The version its writer had seen; lower than ``previous_version`` when it was merged."""
+    outcome: ChangeOutcome
+    """How it got in: created, applied, merged or resolved."""
+    source_system: str
+    """The system it came from."""
+    actor_id: str
+    """The user or service account that made it."""
+    actor_role: str
+    """The role the permission rules checked."""
+    occurred_at: dt.datetime
+    """When the writer made it (UTC)."""
+    accepted_at: dt.datetime
+    """When the hub accepted it (UTC)."""
+    record_id: str
+    """The change record's deterministic id."""
+    event_id: str
+    """The proposal it answers."""
+    diffs: tuple[FieldDiff, ...]
+    """Before and after of every changed field, as canonical JSON."""
+
+
+@dataclass(frozen=True)
+class ConflictRecord:
+    """One recorded conflict: a proposal that changed fields someone else changed since its base version."""
+
+    record_id: str
+    """The conflict record's deterministic id."""
+    order_id: str
+    """Hub order id."""
+    order_number: str | None
+    """Human-readable order number; None only for a conflict recorded before the read model kept it whose
+    order the read model never saw."""
+    event_id: str
+    """The proposal in conflict."""
+    base_version: int
+    """The version the proposal was based on."""
+    current_version: int
+    """The order's version when the proposal arrived."""
+    parked: bool
+    """True while the proposal waits for a person."""
+    resulting_version: int | None
+    """The version the decision made, if it made one."""
+    decided_at: dt.datetime
+    """When the hub decided (UTC)."""
+    fields: tuple[FieldConflict, ...]
+    """Every field in conflict: base, current and proposed value, who wrote each, policy, outcome, reason."""
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
 class ReadModel:
-    """The read model at one SQLAlchemy URL: idempotent batch writers and order readers."""
+    """The read model at one SQLAlchemy URL: idempotent batch writers and typed order queries."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -136,14 +260,21 @@ class ReadModel:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             # Readers (the CLI) and the projector share the file: WAL lets them not block each other.
             self.engine: Engine = create_engine(parsed, connect_args={"timeout": 30})
-            event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA journal_mode=WAL"))
+            event.listen(self.engine, "connect", lambda conn, _: _use_wal(conn))
         else:
             self.engine = create_engine(parsed)
         self._insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet."""
-        metadata.create_all(self.engine)
+        """Upgrade the schema to the newest migration; safe when several processes start at once.
+
+        A database made before migrations existed is recognised and upgraded, keeping its rows.
+        """
+        migrations.upgrade(self.engine)
+
+    def schema_revision(self) -> str | None:
+        """The migration revision the database is at; None before ``create_schema``."""
+        return migrations.schema_revision(self.engine)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -219,11 +350,13 @@ class ReadModel:
     def resolve(self, order: str) -> str:
         """The order id named by an order id, order number, external id or number, or SYSTEM/Type/id."""
         o, h, x = orders.c, order_history.c, order_xrefs.c
+        parts = order.split("/", 2)  # an external id may itself hold slashes; system and type do not
+        by_key = (and_(x.system == parts[0], x.object_type == parts[1], x.external_id == parts[2])
+                  if len(parts) == 3 else false())
         queries = (
             select(o.order_id).where(or_(o.order_id == order, o.order_number == order)),
             select(h.order_id).where(or_(h.order_id == order, h.order_number == order)),  # no snapshot yet
-            select(x.order_id).where(or_(x.external_id == order, x.external_number == order,
-                                         x.system + "/" + x.object_type + "/" + x.external_id == order)),
+            select(x.order_id).where(or_(x.external_id == order, x.external_number == order, by_key)),
         )
         with self.engine.connect() as conn:
             for query in queries:
@@ -234,8 +367,20 @@ class ReadModel:
                     raise AmbiguousOrder(f"{order!r} names {len(found)} orders: {', '.join(found)}")
         raise OrderNotFound(order)
 
+    def order(self, ref: str) -> OrderSnapshot:
+        """The order's latest snapshot, by any name ``resolve`` takes; OrderNotFound until it is projected."""
+        order_id = self.resolve(ref)
+        with self.engine.connect() as conn:
+            stored = conn.execute(select(orders.c.snapshot).where(orders.c.order_id == order_id)).scalar()
+        if stored is None:  # its changes were projected, its snapshot not yet
+            raise OrderNotFound(ref)
+        return OrderSnapshot.model_validate_json(stored)
+
     def get_order(self, order: str) -> dict[str, Any]:
-        """The order's row, with ``lines`` (by line number) and ``external_refs``; OrderNotFound if none."""
+        """The order's row as stored, with ``lines`` (by line number) and ``external_refs``; OrderNotFound if none.
+
+        The projected columns themselves; ``order()`` is the typed view of the whole order.
+        """
         order_id = self.resolve(order)
         with self.engine.connect() as conn:
             row = conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
@@ -247,13 +392,41 @@ class ReadModel:
                                 .order_by(order_xrefs.c.system, order_xrefs.c.external_id)).mappings().all()
         return {**row, "lines": [dict(r) for r in lines], "external_refs": [dict(r) for r in refs]}
 
-    def history(self, order: str) -> list[dict[str, Any]]:
-        """The order's accepted changes by version, ``diffs`` decoded to a list of dicts."""
-        order_id = self.resolve(order)
+    def list_orders(self, *, status: LifecycleStatus | str | None = None, customer_id: str | None = None,
+                    on_hold: bool | None = None, due_before: dt.date | None = None, text: str | None = None,
+                    limit: int = 50, offset: int = 0) -> list[OrderSummary]:
+        """Orders matching every filter given, most recently updated first, one page of them.
+
+        ``due_before``: requested delivery strictly before that date (orders without one never
+        match). ``text``: case-insensitive part of the order number, customer id or name, or an
+        external id or number. ``limit`` and ``offset`` page through the result.
+        """
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must not be negative, not {limit} and {offset}")
+        o = orders.c
+        filters: list[ColumnElement[bool]] = []
+        if status is not None:
+            filters.append(o.status == LifecycleStatus(status).value)
+        if customer_id is not None:
+            filters.append(o.customer_id == customer_id)
+        if on_hold is not None:
+            filters.append(o.on_hold == on_hold)
+        if due_before is not None:
+            filters.append(o.requested_delivery < due_before)
+        if text:
+            filters.append(_text_matches(text))
+        query = (select(*(o[name] for name in _SUMMARY_COLUMNS)).where(*filters)
+                 .order_by(o.updated_at.desc(), o.order_id).limit(limit).offset(offset))
+        with self.engine.connect() as conn:
+            return [_summary(row) for row in conn.execute(query).mappings()]
+
+    def history(self, ref: str) -> list[HistoryEntry]:
+        """The order's accepted changes by version, by any name ``resolve`` takes."""
+        order_id = self.resolve(ref)
         with self.engine.connect() as conn:
             rows = conn.execute(select(order_history).where(order_history.c.order_id == order_id)
                                 .order_by(order_history.c.version)).mappings().all()
-        return [{**r, "diffs": json.loads(r["diffs"])} for r in rows]
+        return [_history_entry(r) for r in rows]
 
     def versions(self, order_id: str) -> list[int]:
         """The versions recorded in the history of one order, ascending."""
@@ -261,13 +434,21 @@ class ReadModel:
             return list(conn.execute(select(order_history.c.version).where(order_history.c.order_id == order_id)
                                      .order_by(order_history.c.version)).scalars())
 
-    def conflicts(self, order_id: str) -> list[dict[str, Any]]:
-        """The order's recorded conflicts, parked ones first, then newest first; ``fields`` decoded."""
+    def conflicts(self, order_id: str) -> list[ConflictRecord]:
+        """The order's recorded conflicts, parked ones first, then newest first."""
+        c = order_conflicts.c
+        query = (select(order_conflicts).where(c.order_id == order_id)
+                 .order_by(c.parked.desc(), c.decided_at.desc(), c.record_id))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(order_conflicts).where(order_conflicts.c.order_id == order_id)
-                                .order_by(order_conflicts.c.parked.desc(), order_conflicts.c.decided_at.desc(),
-                                          order_conflicts.c.record_id)).mappings().all()
-        return [{**r, "fields": json.loads(r["fields"])} for r in rows]
+            return [_conflict_record(r) for r in conn.execute(query).mappings()]
+
+    def parked_conflicts(self, *, limit: int = 100) -> list[ConflictRecord]:
+        """Conflicts waiting for a person, across all orders, the longest waiting first."""
+        c = order_conflicts.c
+        query = (select(order_conflicts).where(c.parked.is_(True))
+                 .order_by(c.decided_at, c.record_id).limit(limit))
+        with self.engine.connect() as conn:
+            return [_conflict_record(r) for r in conn.execute(query).mappings()]
 
     def all_order_versions(self) -> dict[str, list[int]]:
         """Every order id with its recorded versions, ascending: what gaplessness checks read."""
@@ -282,6 +463,58 @@ class ReadModel:
         """How many history rows (accepted changes) the read model holds."""
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(order_history)).scalar_one()
+
+
+def _database_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+@retry(retry=retry_if_exception(_database_locked), wait=wait_exponential(multiplier=0.01, max=0.5),
+       stop=stop_after_delay(30), reraise=True)
+def _use_wal(dbapi_connection: sqlite3.Connection) -> None:
+    """Put the SQLite file in WAL mode, unless it is already.
+
+    Switching needs the file to itself, and SQLite answers "database is locked" at once
+    (without its busy timeout) when another process opens it at the same moment, as two
+    workers starting on a new file do: so the switch is retried.
+    """
+    if dbapi_connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+
+_SUMMARY_COLUMNS = ("order_id", "order_number", "version", "status", "on_hold", "customer_id", "customer_name",
+                    "requested_delivery", "promised_delivery", "amount_net", "currency", "updated_at")
+
+
+def _text_matches(text: str) -> ColumnElement[bool]:
+    """Orders whose number, customer id or name, or an external id or number, contains ``text``."""
+    needle = text.lower()
+
+    def has(column: Any) -> ColumnElement[bool]:
+        return func.lower(column).contains(needle, autoescape=True)  # % and _ are meant literally
+
+    o, x = orders.c, order_xrefs.c
+    by_reference = exists().where(x.order_id == o.order_id, or_(has(x.external_id), has(x.external_number)))
+    return or_(has(o.order_number), has(o.customer_id), has(o.customer_name), by_reference)
+
+
+def _summary(row: RowMapping) -> OrderSummary:
+    return OrderSummary(**{**row, "status": LifecycleStatus(row["status"])})
+
+
+def _history_entry(row: RowMapping) -> HistoryEntry:
+    return HistoryEntry(**{**row, "outcome": ChangeOutcome(row["outcome"]),
+                           "diffs": _models(FieldDiff, json.loads(row["diffs"]))})
+
+
+def _conflict_record(row: RowMapping) -> ConflictRecord:
+    return ConflictRecord(**{**row, "fields": _models(FieldConflict, json.loads(row["fields"]))})
+
+
+def _models(model: type[_Model], stored: Iterable[Mapping[str, Any]]) -> tuple[_Model, ...]:
+    """Stored JSON objects as models; keys a newer hub added and this one does not know are left out."""
+    return tuple(model.model_validate({k: v for k, v in item.items() if k in model.model_fields})
+                 for item in stored)
 
 
 def _history_row(change: OrderChange) -> dict[str, Any]:
@@ -314,8 +547,8 @@ def _line_row(order_id: str, line: OrderLine) -> dict[str, Any]:
 
 
 def _conflict_row(conflict: OrderConflict) -> dict[str, Any]:
-    same = {"record_id", "order_id", "event_id", "base_version", "current_version", "parked", "resulting_version",
-            "decided_at"}
+    same = {"record_id", "order_id", "order_number", "event_id", "base_version", "current_version", "parked",
+            "resulting_version", "decided_at"}
     return {**conflict.model_dump(include=same),
             "fields": json.dumps([f.model_dump(mode="json") for f in conflict.fields])}
 
@@ -324,66 +557,92 @@ def _conflict_row(conflict: OrderConflict) -> dict[str, Any]:
 
 
 def show_order_text(settings: Settings, order: str) -> str:
-    """``orderhub orders show``: the order's header fields and a table of its lines."""
+    """``orderhub orders show``: every field of the order, and a table of its lines."""
     with _order(settings, order) as (model, order_id):
-        o = model.get_order(order_id)
-        parked = [c for c in model.conflicts(order_id) if c["parked"]]
-    money = "  ".join(f"{label} {_v(o[f'amount_{key}'])}" for key, label in
-                      (("net", "net"), ("tax", "tax"), ("gross", "gross"), ("crm_expected", "crm expected")))
-    refs = ", ".join(f"{r['system']}/{r['object_type']}/{r['external_id']}"
-                     + (f" ({r['external_number']})" if r["external_number"] else "") for r in o["external_refs"])
+        snapshot = model.order(order_id)
+        parked = sum(c.parked for c in model.conflicts(order_id))
+    return order_text(snapshot, parked_conflicts=parked)
+
+
+def order_text(order: OrderSnapshot, *, parked_conflicts: int = 0) -> str:
+    """Every canonical field of ``order`` for a person, one label per line, then its lines as a table."""
+    amounts = order.amounts
     header = [
-        f"order {o['order_number']}  (id {o['order_id']})  version {o['version']}",
-        f"status      {o['status']}{'  ON HOLD' if o['on_hold'] else ''}",
-        f"customer    {_v(o['customer_id'])}  {o['customer_name'] or ''}".rstrip(),
-        f"amounts     {_v(o['currency'])}  {money}",
-        f"delivery    requested {_v(o['requested_delivery'])}  promised {_v(o['promised_delivery'])}",
-        f"priority    {o['priority']}    plant {_v(o['plant'])}",
-        f"updated at  {o['updated_at'].isoformat()}",
-        f"external    {refs or '-'}",
+        f"order {order.order_number}  (id {order.order_id})  version {order.version}",
+        _field("status", f"{order.status.value}{'  ON HOLD' if order.on_hold else ''}"),
+        _field("hold reasons", "; ".join(order.hold_reasons) or "-"),
+        _field("customer", f"{_v(order.customer.id)}  {order.customer.name or ''}".rstrip() if order.customer else "-"),
+        _field("contact", _v(order.contact)),
+        _field("sales owner", _v(order.sales_owner)),
+        _field("customer PO", _v(order.customer_po_number)),
+        _field("terms", _v(order.terms)),
+        _field("credit", _v(order.credit_status)),
+        _field("amounts", f"{_v(order.currency)}  net {_v(amounts.net)}  tax {_v(amounts.tax)}  "
+                          f"gross {_v(amounts.gross)}  crm expected {_v(amounts.crm_expected)}"),
+        _field("delivery", f"requested {_v(order.requested_delivery)}  promised {_v(order.promised_delivery)}"),
+        _field("planned", f"start {_v(order.planned_start)}  end {_v(order.planned_end)}"),
+        _field("actual", f"start {_v(order.actual_start)}  end {_v(order.actual_end)}"),
+        _field("priority", str(order.priority)),
+        _field("plant", _v(order.plant)),
+        _field("created at", _v(order.created_at)),
+        _field("updated at", _v(order.updated_at)),
+        *_field_list("external", [_ref_text(r) for r in order.external_refs]),
+        *_field_list("instructions", [f"{i.key}: {i.text}" if i.key else i.text for i in order.instructions]),
     ]
-    if parked:
-        header.append(f"conflicts   {len(parked)} parked, waiting for a person: orderhub orders conflicts {o['order_number']}")
-    table = _table(["line", "material", "rev", "quantity", "unit", "confirmed", "good", "scrap"],
-                   [[ln["line_no"], ln["material_id"], ln["material_revision"], ln["quantity"], ln["unit"],
-                     ln["confirmed_quantity"], ln["good_quantity"], ln["scrap_quantity"]] for ln in o["lines"]])
-    return "\n".join([*header, "", *(table if o["lines"] else ["no lines"])])
+    if parked_conflicts:
+        header.append(_field("conflicts", f"{parked_conflicts} parked, waiting for a person: "
+                                          f"orderhub orders conflicts {order.order_number}"))
+    table = _table(["line", "material", "rev", "quantity", "unit", "raw unit", "unit price", "confirmed date",
+                    "confirmed qty", "good", "scrap"],
+                   [[ln.line_no, ln.material.id, ln.material.revision, ln.quantity, ln.unit, ln.raw_unit,
+                     ln.unit_price, ln.confirmed_date, ln.confirmed_quantity, ln.good_quantity, ln.scrap_quantity]
+                    for ln in order.lines])
+    return "\n".join([*header, "", *(table if order.lines else ["no lines"])])
 
 
-def diff_text(diff: Mapping[str, Any]) -> str:
+def diff_text(diff: Mapping[str, Any] | FieldDiff) -> str:
     """One field of an accepted change for a person: ``path: before -> after`` (JSON; absent is null)."""
+    if isinstance(diff, FieldDiff):
+        diff = diff.model_dump()
     return f"{diff['field']}: {diff['before'] or 'null'} -> {diff['after'] or 'null'}"
 
 
 def history_text(settings: Settings, order: str) -> str:
     """``orderhub orders history``: one line per version, then each field's before -> after."""
     with _order(settings, order) as (model, order_id):
-        rows = model.history(order_id)
-    out = [f"history of order {rows[0]['order_number'] if rows else order}  (id {order_id})"]
-    for r in rows:
-        base = "" if r["base_version"] == r["previous_version"] else f"  (based on v{r['base_version']})"
-        out.append(f"v{r['version']}  {r['accepted_at'].isoformat()}  {r['actor_id']}/{r['actor_role']}  "
-                   f"via {r['source_system']}  {r['outcome']}{base}")
-        out.extend(f"      {diff_text(d)}" for d in r["diffs"])
-    return "\n".join(out if rows else [*out, "no recorded changes"])
+        entries = model.history(order_id)
+    out = [f"history of order {entries[0].order_number if entries else order}  (id {order_id})"]
+    for e in entries:
+        base = "" if e.base_version == e.previous_version else f"  (based on v{e.base_version})"
+        out.append(f"v{e.version}  {e.accepted_at.isoformat()}  {e.actor_id}/{e.actor_role}  "
+                   f"via {e.source_system}  {e.outcome.value}{base}")
+        out.extend(f"      {diff_text(d)}" for d in e.diffs)
+    return "\n".join(out if entries else [*out, "no recorded changes"])
 
 
 def conflicts_text(settings: Settings, order: str) -> str:
     """``orderhub orders conflicts``: every conflict recorded for the order, parked ones first."""
     with _order(settings, order) as (model, order_id):
-        rows = model.conflicts(order_id)
-    out = [f"conflicts of order {order_id}: {sum(r['parked'] for r in rows)} parked, {len(rows)} in all"]
-    for r in rows:
-        verdict = "PARKED, waiting for a person" if r["parked"] else (
-            f"decided, made v{r['resulting_version']}" if r["resulting_version"] else "decided, current kept")
-        out.append(f"{r['decided_at'].isoformat()}  proposal {r['event_id']}  base v{r['base_version']} "
-                   f"against v{r['current_version']}  {verdict}")
-        out.extend(f"      {f['field']}: {f['outcome']} by {f['policy']} (owner {f['owner']}): base "
-                   f"{(f['base_value'] or 'null') if f.get('base_value_known', True) else 'unknown'}, "
-                   f"current {f['current_value'] or 'null'} by {f['current_writer']['source_system']}, "
-                   f"proposed {f['proposed_value'] or 'null'} by {f['proposed_writer']['source_system']}"
-                   for f in r["fields"])
+        records = model.conflicts(order_id)
+    out = [f"conflicts of order {order_id}: {sum(r.parked for r in records)} parked, {len(records)} in all"]
+    for r in records:
+        verdict = "PARKED, waiting for a person" if r.parked else (
+            f"decided, made v{r.resulting_version}" if r.resulting_version else "decided, current kept")
+        out.append(f"{r.decided_at.isoformat()}  proposal {r.event_id}  base v{r.base_version} "
+                   f"against v{r.current_version}  {verdict}")
+        for f in r.fields:
+            out.append(f"      {field_conflict_text(f)}")
+            if f.reason is not None:
+                out.append(f"        why: {f.reason}")
     return "\n".join(out)
+
+
+def field_conflict_text(conflict: FieldConflict) -> str:
+    """One conflicting field for a person: outcome, policy, owner, and each value with its writer."""
+    base = (conflict.base_value or "null") if conflict.base_value_known else "unknown"
+    return (f"{conflict.field}: {conflict.outcome.value} by {conflict.policy.value} (owner {conflict.owner}): "
+            f"base {base}, current {conflict.current_value or 'null'} by {conflict.current_writer.source_system}, "
+            f"proposed {conflict.proposed_value or 'null'} by {conflict.proposed_writer.source_system}")
 
 
 @contextmanager
@@ -403,6 +662,9 @@ def _open(settings: Settings) -> closing[ReadModel]:
     except OperationalError as exc:
         model.close()
         raise ConfigError(f"cannot open the read model at {_safe_url(settings)}: {exc.orig}") from None
+    except BaseException:
+        model.close()
+        raise
     return closing(model)
 
 
@@ -416,7 +678,25 @@ def _safe_url(settings: Settings) -> str:
     return make_url(settings.read_model_url).render_as_string(hide_password=True)
 
 
+def _ref_text(ref: ExternalRef) -> str:
+    return ref.key + (f" ({ref.external_number})" if ref.external_number else "")
+
+
+LABEL_WIDTH = 14
+
+
+def _field(label: str, value: str) -> str:
+    return f"{label:<{LABEL_WIDTH}}{value}"
+
+
+def _field_list(label: str, values: list[str]) -> list[str]:
+    """A label with one value per line, the later ones indented under the first; ``-`` for none."""
+    return [_field(label if i == 0 else "", value) for i, value in enumerate(values or ["-"])]
+
+
 def _v(value: Any) -> str:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
     return "-" if value is None else str(value)
 
 

@@ -4,14 +4,21 @@ This is the only module that reads environment variables. Every name is prefixed
 ``ORDERHUB_``: ``ORDERHUB_BOOTSTRAP_SERVERS=broker:9092`` points the hub at any
 existing Kafka cluster; without it the hub uses the local broker that
 ``orderhub kafka up`` starts on 127.0.0.1.
+
+Every field has a description: README.md's configuration table is rendered from them
+(``python -m hub.settings --readme`` rewrites it; a test fails when it is stale).
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, get_args
 
 from pydantic import Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The checkout that holds ``schemas/``, ``topics.yaml`` and ``deploy/``.
@@ -31,13 +38,21 @@ class Settings(BaseSettings):
         description="Confluent Schema Registry URL. Set: writers use the Confluent wire format. "
         "Unset: Avro single-object encoding, which needs no registry.",
     )
-    schema_registry_user: str | None = None
-    schema_registry_password: SecretStr | None = None
+    schema_registry_user: str | None = Field(
+        None, description="User name for the schema registry's HTTP basic auth. Unset: no auth."
+    )
+    schema_registry_password: SecretStr | None = Field(
+        None, description="Password for the schema registry's HTTP basic auth (a secret: never printed)."
+    )
 
     schemas_dir: Path = Field(PROJECT_DIR / "schemas", description="Folder of versioned .avsc files.")
     topics_file: Path = Field(PROJECT_DIR / "topics.yaml", description="The topic declarations.")
     ownership_file: Path = Field(
         PROJECT_DIR / "ownership.yaml", description="Field owners, permitted writers, lifecycle steps, conflict policy."
+    )
+    connectors_file: Path = Field(
+        Path("connectors.yaml"), description="The connector instances `orderhub connectors run` runs (kind, name, "
+        "config; `${VAR}` is taken from the environment). `orderhub up` writes its own for the sandboxes."
     )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "orderhub",
@@ -50,18 +65,20 @@ class Settings(BaseSettings):
 
     topic_namespace: str = Field(
         "",
-        description="Prefix of every topic name and of the engine's consumer group, e.g. 'staging.': "
-        "several isolated hubs (or test runs) share one cluster.",
+        description="Prefix of every topic name and of the engine's consumer group, so several isolated "
+        "hubs (or test runs) share one cluster. A plain prefix: nothing is put between it and the name, so "
+        "give it its own separator, e.g. `staging.`.",
     )
 
-    kafka_version: str = Field("4.4.0", description="Apache Kafka version of the local broker.")
+    kafka_version: str = Field("4.4.0", description="Apache Kafka version of the local broker (3.9.x works too).")
     local_kafka_port: int = Field(
         9092, description="Client port of the single local broker; a 3-node cluster uses port+10000 upwards."
     )
     kafka_heap: str = Field("512m", description="-Xmx of each local broker JVM.")
 
     database_url: str | None = Field(
-        None, description="SQLAlchemy URL of the read model. Unset: a SQLite file in state_dir."
+        None, description="SQLAlchemy URL of the read model, e.g. `postgresql+psycopg://user@host/db`. "
+        "Unset: the SQLite file `orderhub.db` in the state folder."
     )
 
     worker_name: str = Field(
@@ -81,7 +98,9 @@ class Settings(BaseSettings):
     )
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
-    log_json: bool = False
+    log_json: bool = Field(
+        False, description="Log one JSON object per line (for log collectors) instead of readable text."
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -107,6 +126,76 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, built from the environment on first use."""
     return Settings()
+
+
+# --- the README's configuration table ------------------------------------------------
+
+#: The comments around the generated table in README.md.
+README_BEGIN, README_END = "<!-- settings:begin -->", "<!-- settings:end -->"
+
+
+def markdown_table(settings: type[BaseSettings] = Settings) -> str:
+    """Every setting as a Markdown table row: its variable, its declared default and its description.
+
+    Defaults are the declared ones (never the environment's), written the same on every
+    machine (``~`` for the home folder, ``<checkout>`` for this project); secrets show no value.
+    """
+    prefix = settings.model_config.get("env_prefix", "")
+    rows = ["| variable | default | what it sets |", "|---|---|---|"]
+    for name, field in settings.model_fields.items():
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{prefix}{name.upper()}` | {_default_text(field)} | {description} |")
+    return "\n".join(rows)
+
+
+def readme_with_settings(readme: str) -> str:
+    """``readme`` with the text between the settings markers replaced by ``markdown_table()``."""
+    head, begin, rest = readme.partition(README_BEGIN)
+    _, end, tail = rest.partition(README_END)
+    if not begin or not end:
+        raise ValueError(f"README.md has no {README_BEGIN} ... {README_END} section")
+    return f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{tail}"
+
+
+def _default_text(field: FieldInfo) -> str:
+    if SecretStr in (field.annotation, *get_args(field.annotation)):
+        return "(secret)"
+    value: Any = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, Path):
+        value = _portable_path(value)
+    return f"`{value}`" if value != "" else "empty"
+
+
+def _portable_path(path: Path) -> str:
+    """``path`` as the README can show it on any machine."""
+    for root, shown in ((PROJECT_DIR, "<checkout>"), (Path.home(), "~")):
+        if path.is_relative_to(root):
+            return f"{shown}/{path.relative_to(root).as_posix()}"
+    return path.as_posix()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hub.settings --markdown | --readme``: print the table, or rewrite it in README.md."""
+    parser = argparse.ArgumentParser(prog="python -m hub.settings", description=main.__doc__)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--markdown", action="store_true", help="print the configuration table")
+    action.add_argument("--readme", action="store_true", help="rewrite the table in README.md")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table())
+        return 0
+    readme = PROJECT_DIR / "README.md"
+    readme.write_text(readme_with_settings(readme.read_text()))
+    print(f"rewrote the configuration table in {readme}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 
 
 def expand_environment(text: str) -> str:

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 
 import yaml
@@ -67,7 +68,7 @@ class Instance:
 def load_instances(path: Path, connectors: dict[str, type[Connector]] | None = None) -> list[Instance]:
     """Read and validate the declared instances; ConfigError names every problem of the file."""
     try:
-        document = yaml.safe_load(expand_environment(path.read_text())) or {}
+        document = _expanded(yaml.safe_load(path.read_text()) or {})
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     connectors = installed() if connectors is None else connectors
@@ -91,6 +92,17 @@ def load_instances(path: Path, connectors: dict[str, type[Connector]] | None = N
     if problems:
         raise ConfigError(f"{path}:\n  " + "\n  ".join(problems))
     return instances
+
+
+def _expanded(value: Any) -> Any:
+    """Every string value with ``${VAR}`` taken from the environment (comments are not values)."""
+    if isinstance(value, str):
+        return expand_environment(value)
+    if isinstance(value, dict):
+        return {k: _expanded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expanded(v) for v in value]
+    return value
 
 
 def config_keys(connector: type[Connector]) -> list[str]:

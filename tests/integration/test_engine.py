@@ -274,7 +274,7 @@ async def test_read_model_has_the_order_and_its_history(engine: Settings) -> Non
     row = model.get_order(order)
     assert row["customer_name"] == "Projected GmbH" and row["version"] == 2
     assert [line["material_id"] for line in row["lines"]] == ["MAT-100"]
-    assert model.history(order)[1]["diffs"][0]["after"] == '"Projected GmbH"'
+    assert model.history(order)[1].diffs[0].after == '"Projected GmbH"'
 
 
 async def test_propose_command_walks_the_examples(engine: Settings, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,8 @@
 """The read model contract on a real PostgreSQL, and the local server's lifecycle.
 
 Set ``ORDERHUB_TEST_POSTGRES_URL`` (``postgresql+psycopg://user@host:port/db``) to use an
-existing, disposable database; otherwise the session starts one with ``hub.localpg``.
+existing, disposable database; otherwise the session starts one with ``localdev.postgres``.
+The migrations' own tests (both backends) are in ``test_migrations.py``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from hub import localpg
+from localdev import postgres as localpg
 from hub.readmodel import ReadModel, metadata
 from hub.settings import Settings
 from tests.factories import make_change
