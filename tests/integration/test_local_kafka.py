@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from localdev import kafka as localkafka
+from localdev import kafka as localkafka, process
 from hub.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -100,5 +100,5 @@ async def test_three_node_cluster_replicates_and_stops(settings: Settings) -> No
 
     stopped = await asyncio.to_thread(localkafka.down, settings)
     assert sorted(stopped) == sorted(pids)
-    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in pids if process.alive(pid)]
     assert not localkafka.status(settings).running

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -17,18 +16,11 @@ from localdev import postgres as localpg
 from hub.readmodel import ReadModel, metadata
 from hub.settings import Settings
 from tests.factories import make_change
+from localdev import process
 from tests.services import free_port, local_state_dir
 from tests.unit.test_readmodel import ReadModelContract
 
 pytestmark = pytest.mark.integration
-
-
-def process_runs(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie waiting for init to reap it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 class TestPostgresReadModel(ReadModelContract):
@@ -57,7 +49,7 @@ def test_local_server_lifecycle() -> None:
         assert model.versions("O-1") == [1]
         model.close()
         assert localpg.down(settings) == [pid]
-        assert not process_runs(pid) and not localpg.status(settings).running
+        assert not process.alive(pid) and not localpg.status(settings).running
         assert localpg.down(settings) == []
     finally:
         localpg.down(settings)
