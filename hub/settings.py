@@ -99,7 +99,8 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_json: bool = Field(
-        False, description="Log one JSON object per line (for log collectors) instead of readable text."
+        False, description="Reserved for JSON log lines (one object per line, for log collectors); nothing reads "
+        "it yet: the operations work wires structured logging."
     )
 
     @field_validator("bootstrap_servers")
