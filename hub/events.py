@@ -407,7 +407,7 @@ class ProposalAnswer(_Event):
     source_system: str = Field(description="The proposal's source system.")
     outcome: ProposalOutcome = Field(ProposalOutcome.UNKNOWN, description="What became of the proposal.")
     version: int | None = Field(None, description="The order's version after this decision (the sender's next "
-                                "base); null while the order does not exist.")
+                                "base); null while the order does not exist, and for a duplicate.")
     made_version: int | None = Field(None, description="The version this proposal made, when accepted "
                                      "(for a duplicate: the version its first delivery made).")
     first_outcome: ProposalOutcome | None = Field(None, description="For a duplicate: how the event id was "

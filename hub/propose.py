@@ -87,7 +87,8 @@ def decision_text(decided: Decided) -> str:
         lines.append(f"REJECTED {rejection.reason.value}" + (f": order id {rejection.order_id}" if rejection.order_id else ""))
         lines += [f"  {_error_text(e.field, e.message)} [{e.rule}]" for e in rejection.errors]
     if not lines:  # unchanged, duplicate, or the details did not come in time: the answer alone
-        lines.append(f"{answer.outcome.value}: {answer.order_number or '-'} at version {answer.version} {order}".rstrip())
+        at = f" at version {answer.version}" if answer.version is not None else ""
+        lines.append(f"{answer.outcome.value}: {answer.order_number or '-'}{at} {order}".rstrip())
         if answer.message:
             lines.append(f"  {answer.message}")
     return "\n".join(lines)

@@ -123,8 +123,11 @@ def decide(
         message = (f"event id {proposal.event_id} was already decided"
                    + (f" as {first_kind.outcome.value}" if first_kind else "")
                    + (f", making version {first.made_version}" if first.made_version else ""))
-        return replace(duplicate, answer=_answer(duplicate, proposal, order_id, at, message, first.made_version,
-                                                 first_kind.outcome if first_kind else None))
+        answer = _answer(duplicate, proposal, order_id, at, message, first.made_version,
+                         first_kind.outcome if first_kind else None)
+        # a duplicate's answer must read the same however often a crash makes the hub decide it again,
+        # and the order may have moved on by then: it names the version it made, not the current one
+        return replace(duplicate, answer=answer.model_copy(update={"version": None}))
     decision = _decide(state, proposal, order_id, rules, at, next_order_number)
     made = decision.state.version if decision.accepted else None
     remembered = replace(decision, state=decision.state.remember(proposal.event_id, decision.kind.value, made))

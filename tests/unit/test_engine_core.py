@@ -121,7 +121,7 @@ def test_a_resent_event_id_is_answered_duplicate_and_re_publishes_nothing(engine
     assert [o.topic for o in retry] == [TOPICS.answers] and table.writes == []
     (answer,) = answers_in(retry)
     assert (answer["outcome"], answer["made_version"], answer["first_outcome"], answer["version"]) == \
-        ("DUPLICATE", 2, "APPLIED", 2)
+        ("DUPLICATE", 2, "APPLIED", None)
     assert answer["record_id"] == "u-8:duplicate@2:35"
 
 
