@@ -17,6 +17,8 @@ from connectors.mes.config import MesConfig
 from hub.sdk import Connector, OrderRelease, Polled
 
 log = logging.getLogger(__name__)
+#: Lifecycle steps remembered in the cursor (each order makes at most two).
+EMITTED_KEPT = 2000
 
 
 class MesConnector(Connector[MesConfig]):
@@ -66,7 +68,10 @@ class MesConnector(Connector[MesConfig]):
         except MesUnavailable:
             await self._disconnect()
             raise
-        return Polled(lifecycle_steps(jobs, self.context), cursor)
+        # job states are read whole each time: the cursor remembers the steps already handed over
+        emitted = list(cursor.get("emitted", []))
+        steps = [step for step in lifecycle_steps(jobs, self.context) if step.event_id not in emitted]
+        return Polled(steps, {"emitted": (emitted + [s.event_id for s in steps])[-EMITTED_KEPT:]})
 
     async def on_release(self, release: OrderRelease) -> None:
         from connectors.mes.opcua import MesUnavailable

@@ -39,7 +39,7 @@ def test_the_kit_fails_a_sink_that_writes_twice(tmp_path: Path) -> None:
     sink.write_text(written)
     done = run_kit(target)
     assert done.returncode == 1 and "1 failed, 5 passed" in done.stdout, done.stdout
-    assert "FAILED tests/test_contract.py::TestAcmeContract::test_a_redelivered_release_makes_one_outside_order" in done.stdout
+    assert "FAILED tests/test_contract.py::TestAcmeContract::test_a_redelivered_record_makes_one_outside_object" in done.stdout
 
 
 def test_a_bad_connector_name_is_refused(tmp_path: Path) -> None:
