@@ -33,7 +33,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from hub.client import HubClient
 from hub.domain.fields import canonical_json, field_values, kind_of
-from hub.errors import BrokerUnavailable, DeadLetterError, RetriableError
+from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, RetriableError
 from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
                         ProposalIntent)
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
@@ -357,8 +357,8 @@ class ConnectorRuntime:
         except DeadLetterError as exc:  # UnmappableRecord, or the outside system refusing the record for good
             await self.emit([Unmappable(event.model_dump(mode="json"), str(exc), event.order_id)], stage=stage)
             return
-        except (asyncio.CancelledError, RetriableError):
-            raise
+        except (asyncio.CancelledError, RetriableError, FatalError):
+            raise  # a fatal error (a refused session, a wrong config) stops the instance, loudly
         except Exception as exc:  # noqa: BLE001 - a bug must not stop the sink: park the record with why
             log.exception("%s %s failed", self.instance, hook)
             await self.emit([Unmappable(event.model_dump(mode="json"), f"{type(exc).__name__}: {exc}",

@@ -12,7 +12,8 @@ from hub.errors import UndecodableRecord
 from hub.events import (EVENT_MODELS, Actor, Amounts, ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy,
                         Customer, ExternalRef, FieldChange, FieldConflict, FieldDiff, FieldError, Instruction,
                         LifecycleStatus, Material, OrderChange, OrderConflict, OrderLine, OrderRef, OrderRejection,
-                        OrderRelease, OrderSnapshot, ProposalIntent, RejectionReason, ReleaseLine, Writer, _Event)
+                        OrderRelease, OrderSnapshot, ProposalAnswer, ProposalIntent, ProposalOutcome, RejectionReason,
+                        ReleaseLine, Writer, _Event)
 from hub.serde.store import SchemaStore
 from hub.serde.wire import CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC, AvroCodec, ConfluentClientRegistry
 from hub.settings import Settings
@@ -158,9 +159,19 @@ def _release() -> OrderRelease:
     )
 
 
+def _answer() -> ProposalAnswer:
+    return ProposalAnswer(
+        record_id="erp-evt-0099:duplicate@3:812", event_id="erp-evt-0099", order_id="O-7f3a9c",
+        order_number="ORD-2026-03-000123", source_system="ERP", outcome=ProposalOutcome.DUPLICATE,
+        version=None, made_version=6, first_outcome=ProposalOutcome.MERGED,
+        message="event id erp-evt-0099 was already decided as MERGED, making version 6", decided_at=ACCEPTED,
+    )
+
+
 #: One realistic instance of every event type, by schema name.
 EXAMPLES = {"order_snapshot": _snapshot, "change_proposal": _proposal, "order_change": _change,
-            "order_conflict": _conflict, "order_rejection": _rejection, "order_release": _release}
+            "order_conflict": _conflict, "order_rejection": _rejection, "order_release": _release,
+            "proposal_answer": _answer}
 
 
 def test_there_is_an_example_of_every_event_type() -> None:
