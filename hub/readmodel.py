@@ -124,6 +124,7 @@ order_history = Table(
     Column("occurred_at", _UtcDateTime, nullable=False), Column("accepted_at", _UtcDateTime, nullable=False),
     Column("base_version", Integer, nullable=False), Column("previous_version", Integer, nullable=False),
     Column("diffs", Text, nullable=False),  # JSON list of FieldDiff
+    Column("refs_added", Text),  # JSON list of ExternalRef; NULL in rows recorded before migration 0003
 )
 order_conflicts = Table(
     "order_conflicts", metadata,
@@ -216,6 +217,8 @@ class HistoryEntry:
     """The proposal it answers."""
     diffs: tuple[FieldDiff, ...]
     """Before and after of every changed field, as canonical JSON."""
+    refs_added: tuple[ExternalRef, ...] = ()
+    """Outside references the change attached (e.g. the ERP's order number)."""
 
 
 @dataclass(frozen=True)
@@ -504,7 +507,8 @@ def _summary(row: RowMapping) -> OrderSummary:
 
 def _history_entry(row: RowMapping) -> HistoryEntry:
     return HistoryEntry(**{**row, "outcome": ChangeOutcome(row["outcome"]),
-                           "diffs": _models(FieldDiff, json.loads(row["diffs"]))})
+                           "diffs": _models(FieldDiff, json.loads(row["diffs"])),
+                           "refs_added": _models(ExternalRef, json.loads(row["refs_added"] or "[]"))})
 
 
 def _conflict_record(row: RowMapping) -> ConflictRecord:
@@ -521,7 +525,8 @@ def _history_row(change: OrderChange) -> dict[str, Any]:
     same = {"order_id", "version", "order_number", "record_id", "event_id", "source_system", "occurred_at",
             "accepted_at", "base_version", "previous_version"}
     return {**change.model_dump(include=same), "outcome": change.outcome.value, "actor_id": change.actor.id,
-            "actor_role": change.actor.role, "diffs": json.dumps([d.model_dump(mode="json") for d in change.diffs])}
+            "actor_role": change.actor.role, "diffs": json.dumps([d.model_dump(mode="json") for d in change.diffs]),
+            "refs_added": json.dumps([r.model_dump(mode="json") for r in change.external_refs_added])}
 
 
 def _order_row(snap: OrderSnapshot) -> dict[str, Any]:
@@ -617,6 +622,7 @@ def history_text(settings: Settings, order: str) -> str:
         out.append(f"v{e.version}  {e.accepted_at.isoformat()}  {e.actor_id}/{e.actor_role}  "
                    f"via {e.source_system}  {e.outcome.value}{base}")
         out.extend(f"      {diff_text(d)}" for d in e.diffs)
+        out.extend(f"      + cross-reference {_ref_text(r)}" for r in e.refs_added)
     return "\n".join(out if entries else [*out, "no recorded changes"])
 
 

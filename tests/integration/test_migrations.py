@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from hub import migrations
-from hub.readmodel import ReadModel, alembic_version, metadata
+from hub.readmodel import ReadModel, _history_row, alembic_version, metadata
 from hub.settings import PROJECT_DIR
 from localdev import process
 from tests.factories import make_change, make_conflict, make_line, make_ref, make_snapshot
@@ -88,19 +88,25 @@ def model(database_url: str) -> Iterator[ReadModel]:
 
 
 def fill_as_at_0001(model: ReadModel) -> None:
-    """Orders, lines, history and references written by the projector; conflicts as 0001 stored them."""
+    """Orders, lines and references written by the projector; history and conflicts as 0001 stored them."""
     model.project_snapshots([
         make_snapshot("O-1", 2, lines=[make_line(10, "MAT-1"), make_line(20, "MAT-2", "0.125")],
                       external_refs=[make_ref("CRM", "Opportunity", "OPP-1")]),
         make_snapshot("O-3", 1, net="12345678901234.123456"),
     ])
-    model.project_changes([make_change("O-1", 1), make_change("O-1", 2), make_change("O-3", 1),
-                           make_change("O-2", 1, external_refs_added=[make_ref("ERP", "A_SalesOrder", "4711")])])
+    changes = [make_change("O-1", 1), make_change("O-1", 2), make_change("O-3", 1),
+               make_change("O-2", 1, external_refs_added=[make_ref("ERP", "A_SalesOrder", "4711")])]
     stored = [_conflict_as_at_0001("O-1", "c-1"),   # its order has a snapshot
               _conflict_as_at_0001("O-2", "c-2"),   # only its history is projected yet
               _conflict_as_at_0001("O-9", "c-9")]   # the read model never saw its order
-    with model.engine.begin() as conn:
-        conn.execute(insert(initial_tables().tables["order_conflicts"]), stored)
+    tables = initial_tables().tables
+    with model.engine.begin() as conn:  # history and conflicts as 0001 stored them (later columns absent)
+        conn.execute(insert(tables["order_history"]), [
+            {k: v for k, v in _history_row(c).items() if k in tables["order_history"].c} for c in changes])
+        conn.execute(insert(tables["order_xrefs"]), [
+            {"system": "ERP", "object_type": "A_SalesOrder", "external_id": "4711", "order_id": "O-2",
+             "external_number": None}])
+        conn.execute(insert(tables["order_conflicts"]), stored)
 
 
 def _conflict_as_at_0001(order_id: str, record_id: str) -> dict[str, Any]:

@@ -42,6 +42,13 @@ class ReadModelContract:
         assert readmodel.history("O-1") == first
         assert readmodel.count_history() == 3
 
+    def test_history_names_the_references_a_change_attached(self, readmodel: ReadModel) -> None:
+        """A change that attached an outside reference (the ERP's number) shows it in the history."""
+        ref = make_ref("ERP", "A_SalesOrder", "0000004711", external_number="4711")
+        readmodel.project_changes([make_change("O-5", 1, external_refs_added=[ref])])
+        (entry,) = readmodel.history("O-5")
+        assert entry.refs_added == (ref,)
+
     def test_versions_are_stored_per_order(self, readmodel: ReadModel) -> None:
         """Each order keeps its own ascending versions, whatever order the batch came in."""
         readmodel.project_changes([make_change("O-2", 2), make_change("O-1", 1), make_change("O-2", 1)])
