@@ -19,7 +19,6 @@ import os
 import pwd
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 from hub.errors import ConfigError
@@ -75,32 +74,12 @@ def down(state_dir: Path) -> list[int]:
     return process.stop_recorded(home / "mosquitto.pid", marker=str(home / "mosquitto.conf"), timeout=STOP_TIMEOUT)
 
 
-@dataclass(frozen=True)
-class MosquittoStatus:
-    """The local broker as seen from outside: its folder, PID and port."""
-
-    folder: Path
-    pid: int | None
-    port: int | None
-
-    @property
-    def running(self) -> bool:
-        """True when the broker process is alive."""
-        return self.pid is not None
-
-    def text(self) -> str:
-        """One line for a person."""
-        if not self.running:
-            return f"local Mosquitto in {self.folder}: not running"
-        return f"local Mosquitto in {self.folder}: pid {self.pid}, {url(self.port or 0)}"
-
-
-def status(state_dir: Path) -> MosquittoStatus:
+def status(state_dir: Path) -> process.ServerStatus:
     """Whether the broker runs on ``state_dir``, and where."""
     home = folder(state_dir)
     config = home / "mosquitto.conf"
     pid = process.recorded_pid(home / "mosquitto.pid", marker=str(config))
-    return MosquittoStatus(home, pid, _configured_port(config) if pid else None)
+    return process.ServerStatus("local Mosquitto", home, pid, url(_configured_port(config)) if pid else None)
 
 
 def _config(port: int) -> str:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -138,3 +139,28 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").rstrip().splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """A local server as seen from outside: what it is, its folder, its PID and where it answers."""
+
+    #: What it is, for a person: "local Mosquitto", "sandbox MES", ...
+    what: str
+    #: The folder it keeps its files in.
+    folder: Path
+    #: Its PID, while it runs.
+    pid: int | None
+    #: Where it answers (a URL), while it runs.
+    address: str | None = None
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self.pid is not None
+
+    def text(self) -> str:
+        """One line for a person."""
+        if not self.running:
+            return f"{self.what} in {self.folder}: not running"
+        return f"{self.what} in {self.folder}: pid {self.pid}" + (f", {self.address}" if self.address else "")

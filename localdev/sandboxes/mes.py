@@ -574,26 +574,6 @@ def _folder(state_dir: Path) -> Path:
     return Path(state_dir) / "mes"
 
 
-@dataclass(frozen=True)
-class MesStatus:
-    """The sandbox MES as seen from outside: its folder, PID and port."""
-
-    folder: Path
-    pid: int | None
-    port: int | None
-
-    @property
-    def running(self) -> bool:
-        """True when the server process is alive."""
-        return self.pid is not None
-
-    def text(self) -> str:
-        """One line for a person."""
-        if not self.running:
-            return f"sandbox MES in {self.folder}: not running"
-        return f"sandbox MES in {self.folder}: pid {self.pid}, {url(self.port or 0)}"
-
-
 def up(state_dir: Path, port: int, *, mqtt_port: int | None = None, auto_seconds: float | None = None) -> str:
     """Start the sandbox MES unless it runs on ``state_dir`` already; return its opc.tcp URL.
 
@@ -624,11 +604,11 @@ def down(state_dir: Path) -> list[int]:
     return process.stop_recorded(folder / "mes.pid", marker=str(Path(state_dir).resolve()), timeout=STOP_TIMEOUT)
 
 
-def status(state_dir: Path) -> MesStatus:
+def status(state_dir: Path) -> process.ServerStatus:
     """Whether the sandbox MES runs on ``state_dir``, and where."""
     folder = _folder(state_dir)
     pid = process.recorded_pid(folder / "mes.pid", marker=str(Path(state_dir).resolve()))
-    return MesStatus(folder, pid, _started_with(folder).get("port") if pid else None)
+    return process.ServerStatus("sandbox MES", folder, pid, url(_started_with(folder)["port"]) if pid else None)
 
 
 def _started_with(folder: Path) -> dict[str, Any]:

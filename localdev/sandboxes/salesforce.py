@@ -1299,37 +1299,14 @@ def down(state_dir: Path) -> list[int]:
     return stopped
 
 
-@dataclass(frozen=True)
-class CrmSandboxStatus:
-    """The sandbox as seen from outside."""
-
-    folder: Path
-    """The sandbox's folder."""
-    pid: int | None
-    """Its PID, when it runs."""
-    port: int | None
-    """Its port, when it runs."""
-
-    @property
-    def running(self) -> bool:
-        """True when the server process is alive."""
-        return self.pid is not None
-
-    def text(self) -> str:
-        """One line for a person."""
-        if not self.running:
-            return f"Salesforce sandbox in {self.folder}: not running"
-        return f"Salesforce sandbox in {self.folder}: pid {self.pid}, https://127.0.0.1:{self.port}"
-
-
-def status(state_dir: Path) -> CrmSandboxStatus:
+def status(state_dir: Path) -> process.ServerStatus:
     """Whether the sandbox of ``state_dir`` runs, and where."""
     folder = sandbox_dir(state_dir)
     pid = process.recorded_pid(folder / _PID_FILE, marker=MODULE)
     port = None
     if pid is not None and (folder / _PORT_FILE).is_file():
         port = int(json.loads((folder / _PORT_FILE).read_text())["port"])
-    return CrmSandboxStatus(folder, pid, port)
+    return process.ServerStatus("Salesforce sandbox", folder, pid, f"https://127.0.0.1:{port}" if port else None)
 
 
 # --- the sales person ----------------------------------------------------------------------

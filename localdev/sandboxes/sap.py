@@ -151,33 +151,12 @@ def restart(state_dir: Path) -> str:
     return up(state_dir, port, **options)
 
 
-@dataclass(frozen=True)
-class SapStatus:
-    """The sandbox as seen from outside: its folder, PID and service root."""
-
-    folder: Path
-    pid: int | None
-    url: str | None
-
-    @property
-    def running(self) -> bool:
-        """True when the server process is alive."""
-        return self.pid is not None
-
-    def text(self) -> str:
-        """One line for a person."""
-        if not (self.folder / "endpoint.json").is_file():
-            return f"no ERP sandbox in {self.folder}"
-        if not self.running:
-            return f"ERP sandbox (mock-sap) in {self.folder}: not running"
-        return f"ERP sandbox (mock-sap) in {self.folder}: pid {self.pid}, {self.url} (user {USER})"
-
-
-def status(state_dir: Path) -> SapStatus:
+def status(state_dir: Path) -> process.ServerStatus:
     """Report whether the sandbox runs, and where."""
     pid = _running(state_dir)
     url = service_url(_endpoint(state_dir)["port"]) if pid is not None else None
-    return SapStatus(_folder(state_dir), pid, url)
+    return process.ServerStatus("ERP sandbox (mock-sap)", _folder(state_dir), pid,
+                                f"{url} (user {USER})" if url else None)
 
 
 # --- the ERP's users ---------------------------------------------------------------------

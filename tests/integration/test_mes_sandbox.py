@@ -328,7 +328,7 @@ def test_mosquitto_up_is_idempotent_and_down_stops_it(tmp_path: Path) -> None:
     running = mosquitto.status(tmp_path)
     stopped = mosquitto.down(tmp_path)
     assert first == again == f"mqtt://127.0.0.1:{port}"
-    assert running.running and running.port == port and stopped == [running.pid]
+    assert running.running and running.address == first and stopped == [running.pid]
     assert not mosquitto.status(tmp_path).running and not process.alive(running.pid)
 
 
