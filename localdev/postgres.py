@@ -104,33 +104,21 @@ def down(settings: Settings) -> list[int]:
 
 
 @dataclass(frozen=True)
-class PostgresStatus:
-    """The local server as seen from outside: its folder, PID and port."""
+class PostgresStatus(process.ServerStatus):
+    """The local server as seen from outside; ``initialized`` once a cluster exists in its folder."""
 
-    data_dir: Path
-    initialized: bool
-    pid: int | None
-    port: int | None
-
-    @property
-    def running(self) -> bool:
-        """True when the server process is alive."""
-        return self.pid is not None
+    initialized: bool = False
 
     def text(self) -> str:
         """One line for a person."""
-        if not self.initialized:
-            return f"no local PostgreSQL in {self.data_dir}"
-        if not self.running:
-            return f"local PostgreSQL in {self.data_dir}: not running"
-        return f"local PostgreSQL in {self.data_dir}: pid {self.pid}, {url(self.port or DEFAULT_PORT)}"
-
+        return super().text() if self.initialized else f"no local PostgreSQL in {self.folder}"
 
 def status(settings: Settings) -> PostgresStatus:
     """Report whether the local server exists and runs, and where."""
     data = data_dir(settings)
     running = _postmaster(data)
-    return PostgresStatus(data, (data / "PG_VERSION").is_file(), *(running or (None, None)))
+    return PostgresStatus("local PostgreSQL", data, running[0] if running else None,
+                          url(running[1]) if running else None, initialized=(data / "PG_VERSION").is_file())
 
 
 def _initdb(bins: Path, data: Path) -> None:

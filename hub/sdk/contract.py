@@ -27,10 +27,11 @@ without a source has no source to test: each test then checks that the side is a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, AsyncIterator, ClassVar
 
 import pytest
 
@@ -119,6 +120,23 @@ class ConnectorContract:
     def runtime(self, connector: Connector, settings: Settings, name: str = "contract") -> ConnectorRuntime:
         return ConnectorRuntime(connector, instance=name, settings=settings)
 
+    @contextlib.asynccontextmanager
+    async def source(self, peer: Any, settings: Settings, name: str = "contract") -> AsyncIterator[Any]:
+        """The connector started with a runtime of its own: ``(connector, runtime, start cursor)``, or
+        None when the connector has no source (then there is nothing of the source to test)."""
+        connector = self.make_connector(peer)
+        if not connector.has_source():
+            assert connector.poll.__qualname__.startswith("Connector.")
+            yield None
+            return
+        runtime = self.runtime(connector, settings, name)
+        await connector.start()
+        try:
+            _, start = await self.polled(connector, {})  # a source may start tracking "now"
+            yield connector, runtime, start
+        finally:
+            await connector.stop()
+
     async def polled(self, connector: Connector, cursor: dict[str, Any]) -> tuple[list, dict[str, Any]]:
         result = await connector.poll(cursor)
         assert result is not None, "a connector with a source returns Polled from poll()"
@@ -156,14 +174,10 @@ class ConnectorContract:
     async def test_mapping_round_trip(self, peer: Any, hub_settings: Settings) -> None:
         """What the outside system says becomes proposals the hub's own rules accept: a creation with
         its mandatory fields and lines, or changes its writer may make to the order as it stands."""
-        connector = self.make_connector(peer)
-        if not connector.has_source():
-            assert not connector.has_source() and connector.poll.__qualname__.startswith("Connector.")
-            return
-        runtime = self.runtime(connector, hub_settings)
-        await connector.start()
-        try:
-            _, start = await self.polled(connector, {})  # a source may start tracking "now"
+        async with self.source(peer, hub_settings) as started:
+            if started is None:
+                return
+            connector, runtime, start = started
             known = await self.outside_change(peer, connector, runtime, "A-1")
             changes, cursor = await self.polled(connector, start)
             await runtime.emit(changes, cursor)
@@ -174,18 +188,13 @@ class ConnectorContract:
                 assert decisions[0].kind == DecisionKind.CREATED and decisions[0].snapshot.lines
             else:
                 assert any(d.accepted for d in decisions), [d.kind for d in decisions]
-        finally:
-            await connector.stop()
 
     async def test_echo_of_the_hubs_values_is_not_proposed(self, peer: Any, hub_settings: Settings) -> None:
         """Loop suppression: once the hub has published what the outside system says, reading it again proposes nothing."""
-        connector = self.make_connector(peer)
-        if not connector.has_source():
-            return
-        first = self.runtime(connector, hub_settings, "first")
-        await connector.start()
-        try:
-            _, start = await self.polled(connector, {})
+        async with self.source(peer, hub_settings, "first") as started:
+            if started is None:
+                return
+            connector, first, start = started
             known = await self.outside_change(peer, connector, first, "A-2")
             changes, _ = await self.polled(connector, start)
             await first.emit(changes)
@@ -195,18 +204,13 @@ class ConnectorContract:
             echo.store.remember([published], {})
             await echo.emit([c for c in changes if isinstance(c, OutsideChange)])
             assert self.proposals(echo) == [] and echo.counts["suppressed"] >= 1
-        finally:
-            await connector.stop()
 
     async def test_unmappable_input_is_dead_lettered_and_the_next_flows(self, peer: Any, hub_settings: Settings) -> None:
         """A record the connector cannot map goes to the dead letters with the reason; the good one after it is proposed."""
-        connector = self.make_connector(peer)
-        if not connector.has_source():
-            return
-        runtime = self.runtime(connector, hub_settings)
-        await connector.start()
-        try:
-            _, cursor = await self.polled(connector, {})
+        async with self.source(peer, hub_settings) as started:
+            if started is None:
+                return
+            connector, runtime, cursor = started
             await self.put_unmappable(peer)
             await self.outside_change(peer, connector, runtime, "A-3")
             deadline = time.monotonic() + PUSH_DEADLINE_S
@@ -220,18 +224,13 @@ class ConnectorContract:
             assert "dead_letters" in roles and "proposals" in roles, roles
             dead = next(p for p in runtime.store.pending() if p.role == "dead_letters")
             assert dict(dead.headers)["__orderhub.errors.exception.message"]
-        finally:
-            await connector.stop()
 
     async def test_cursor_resumes_after_a_restart(self, peer: Any, hub_settings: Settings) -> None:
         """A poll from the stored cursor finds nothing already found; a restarted instance starts from that cursor."""
-        connector = self.make_connector(peer)
-        if not connector.has_source():
-            return
-        runtime = self.runtime(connector, hub_settings)
-        await connector.start()
-        try:
-            _, start = await self.polled(connector, {})
+        async with self.source(peer, hub_settings) as started:
+            if started is None:
+                return
+            connector, runtime, start = started
             await self.outside_change(peer, connector, runtime, "A-4")
             changes, cursor = await self.polled(connector, start)
             await runtime.emit(changes, cursor)
@@ -241,18 +240,13 @@ class ConnectorContract:
             repeated, _ = await self.polled(connector, restarted.store.cursor())
             seen = {c.event_id for c in changes if isinstance(c, OutsideChange)}
             assert seen and not seen & {c.event_id for c in repeated if isinstance(c, OutsideChange)}
-        finally:
-            await connector.stop()
 
     async def test_outbox_keeps_everything_once_across_a_restart(self, peer: Any, hub_settings: Settings) -> None:
         """Proposals stored while Kafka is away survive a restart, in order, and storing them again adds nothing."""
-        connector = self.make_connector(peer)
-        if not connector.has_source():
-            return
-        runtime = self.runtime(connector, hub_settings)
-        await connector.start()
-        try:
-            _, start = await self.polled(connector, {})
+        async with self.source(peer, hub_settings) as started:
+            if started is None:
+                return
+            connector, runtime, start = started
             await self.outside_change(peer, connector, runtime, "A-5")
             await self.outside_change(peer, connector, runtime, "A-6")
             changes, cursor = await self.polled(connector, start)
@@ -263,8 +257,6 @@ class ConnectorContract:
             reopened = self.runtime(connector, hub_settings)
             assert [(p.event_id, p.value) for p in reopened.store.pending()] == before
             assert await reopened.emit(changes, cursor) == 0
-        finally:
-            await connector.stop()
 
     async def test_a_redelivered_record_makes_one_outside_object(self, peer: Any, hub_settings: Settings) -> None:
         """Idempotent sink: the same hub record delivered twice leaves one outside object for the order."""
