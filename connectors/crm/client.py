@@ -37,7 +37,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from hub.errors import ConfigError, DeadLetterError, RetriableError
+from hub.sdk import ConfigError, DeadLetterError, RetriableError
 
 try:
     from simple_salesforce import Salesforce, SalesforceError, format_soql

@@ -41,8 +41,7 @@ from typing import Any
 
 from connectors.crm.client import (CUSTOMER_PO_FIELD, LINE_UNIT_FIELD, REQUESTED_DELIVERY_FIELD, Account, Contact,
                                    CrmRecordRefused, LineItem, Opportunity)
-from hub.domain.fields import canonical_json, kind_of
-from hub.events import OrderSnapshot
+from hub.sdk import OrderSnapshot, canonical_json, kind_of
 
 CRM_SYSTEM = "CRM"
 OPPORTUNITY = "Opportunity"

@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from connectors.crm.client import CrmRecordRefused
-from hub.errors import DeadLetterError
+from hub.sdk import DeadLetterError
 
 TIMESTAMP_HEADER = "X-Orderhub-Timestamp"
 SIGNATURE_HEADER = "X-Orderhub-Signature"

@@ -89,7 +89,7 @@ from tenacity import (RetryCallState, Retrying, before_sleep_log, retry_if_excep
 from tenacity.wait import wait_base
 from urllib3.exceptions import NewConnectionError
 
-from hub.errors import ConfigError, DeadLetterError, RetriableError
+from hub.sdk import ConfigError, DeadLetterError, RetriableError
 
 log = logging.getLogger(__name__)
 

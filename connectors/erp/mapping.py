@@ -60,10 +60,8 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from connectors.erp.client import NewSalesOrder, NewSalesOrderItem, SalesOrder, SalesOrderItem, SalesOrderUpdate
-from hub.domain.fields import canonical_json, kind_of
-from hub.domain.lifecycle import FINAL
-from hub.errors import DeadLetterError
-from hub.events import LifecycleStatus, OrderLine, OrderSnapshot
+from hub.sdk import FINAL_STATUSES as FINAL
+from hub.sdk import DeadLetterError, LifecycleStatus, OrderLine, OrderSnapshot, canonical_json, kind_of
 
 ERP_SYSTEM = "ERP"
 ERP_OBJECT_TYPE = "A_SalesOrder"

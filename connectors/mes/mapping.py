@@ -29,9 +29,7 @@ from enum import Enum
 from typing import Any
 
 from connectors.mes.mqtt import ProgressReport, QualityReport
-from hub.domain.fields import format_timestamp
-from hub.errors import UnmappableRecord
-from hub.events import Instruction, OrderRelease
+from hub.sdk import Instruction, OrderRelease, UnmappableRecord, format_timestamp
 
 #: JobOrderParameters IDs the hub writes into every job order it sends.
 PARAM_ORDER_ID = "orderhub.order_id"

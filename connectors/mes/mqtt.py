@@ -41,8 +41,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from hub.domain.fields import format_timestamp
-from hub.errors import UnmappableRecord
+from hub.sdk import UnmappableRecord, format_timestamp
 
 TOPIC_ROOT = "mes"
 #: Every progress and quality message of every plant.

@@ -45,8 +45,7 @@ from connectors.mes.mapping import (
     PARAM_INSTRUCTION_PREFIX, PARAM_LINE_NO, PARAM_ORDER_ID, PARAM_ORDER_NUMBER, PARAM_ORDER_VERSION, PARAM_PLANT,
     PARAM_REQUESTED_DELIVERY, JobOrder, JobOrderState, JobState, JobStateChange,
 )
-from hub.errors import DeadLetterError, FatalError, OutsideSystemUnavailable
-from hub.events import Instruction
+from hub.sdk import DeadLetterError, FatalError, Instruction, OutsideSystemUnavailable
 
 log = logging.getLogger(__name__)
 
