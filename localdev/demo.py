@@ -95,8 +95,8 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> De
         desk.win(opp.opportunity_id, stage="Signed")
         created = await wait_for("the order from the won opportunity", order)
         run.order_id, run.order_number = created.order_id, created.order_number
-        tell(f"   hub: order {created.order_number} version {created.version}, {created.status.value}, "
-             f"from CRM opportunity {opp.opportunity_id}")
+        tell(f"   hub: order {created.order_number} created from CRM opportunity {opp.opportunity_id} "
+             f"(version 1, by the CRM connector; mandatory fields and ownership checked)")
 
         with_erp = await wait_for("the ERP sales order", lambda: _ref(order(), "ERP"))
         run.erp_number = with_erp
