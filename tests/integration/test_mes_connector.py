@@ -93,7 +93,8 @@ async def propose_status(client: HubClient, order_id: str, base: int, status: st
 async def test_a_release_becomes_jobs_and_the_shop_floor_completes_the_order(
         hub_settings, start_worker, shop: tuple[str, int]) -> None:
     """Release -> one job per line (once, however often delivered) -> started -> IN_PRODUCTION ->
-    good/scrap over MQTT -> ended -> COMPLETED, each a version of the order made by the MES."""
+    good/scrap and a quality hold (put on, lifted) over MQTT -> ended -> COMPLETED, each a version of
+    the order made by the MES."""
     opc_url, mqtt_port = shop
     start_worker(hub_settings).wait_ready()
     runtime = ConnectorRuntime(MesConnector(MesConfig(opc_url=opc_url, mqtt_host="127.0.0.1", mqtt_port=mqtt_port,
@@ -127,6 +128,11 @@ async def test_a_release_becomes_jobs_and_the_shop_floor_completes_the_order(
             await floor.report(floor_jobs[0], Decimal("9"), Decimal("1"), "C62")
             await poll_until(lambda: order().lines[0].good_quantity == Decimal("9"), 60, "good quantity 9")
             assert order().lines[0].scrap_quantity == Decimal("1")
+            await floor.hold(floor_jobs[0], "burr on the flange")
+            await poll_until(lambda: order().on_hold, 60, "the quality hold on the order")
+            assert any("burr on the flange" in reason for reason in order().hold_reasons)
+            await floor.release_hold(floor_jobs[0])
+            await poll_until(lambda: not order().on_hold, 60, "the hold lifted")
             await floor.start(floor_jobs[1])
             await floor.finish(floor_jobs[0])
             await floor.finish(floor_jobs[1])
