@@ -16,6 +16,7 @@ import pytest
 from connectors.erp import ErpConfig, ErpConnector
 from connectors.erp.client import NewSalesOrder, NewSalesOrderItem, SalesOrderClient
 from hub.client import HubClient
+from hub.readmodel import ReadModel
 from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef, OrderSnapshot
 from hub.sdk import ConnectorRuntime
 from hub.sdk.contract import ConnectorContract, sample_order
@@ -108,6 +109,25 @@ async def test_a_hub_order_becomes_one_sales_order_and_the_erp_prices_and_confir
         assert len(sap.sales_orders_with_text(erp_url, "ZHUB", "erp-order-1")) == 1
         ref = ExternalRef(system="ERP", object_type="A_SalesOrder", external_id=number)
         assert runtime.store.snapshot_for(ref).order_id == "erp-order-1"
+
+        # the hub's own write to the ERP comes back by delta, and makes no version
+        async with HubClient(hub_settings) as client:
+            po = ChangeProposal(event_id="erp-order-1:po", order_ref=OrderRef(order_id="erp-order-1"),
+                                base_version=order.version, source_system="HUB", actor=Actor(id="sam", role="sales"),
+                                occurred_at="2026-12-03T10:00:00Z",
+                                changes=[FieldChange(field="customer_po_number", value=json.dumps("PO-991"))])
+            assert (await client.propose(po, timeout_s=60)).answer.version == order.version + 1
+        with SalesOrderClient(erp_url, sap.USER, sap.PASSWORD) as erp:
+            await poll_until(lambda: erp.get(number).customer_reference == "PO-991", 60, "the PO written to the ERP")
+        sap.price_and_confirm(erp_url, number, unit_prices={"000010": Decimal("46.00")},
+                              delivery_date=dt.date(2026, 12, 18))  # a real ERP change after the echo
+        await poll_until(lambda: runtime.store.snapshot("erp-order-1").amounts.net == Decimal("11500.00"), 90,
+                         "the new price from the ERP")
+        model = ReadModel(hub_settings.read_model_url)
+        await poll_until(lambda: len(model.history("erp-order-1")) == order.version + 2, 60, "the history")
+        last = model.history("erp-order-1")[-2:]
+        assert [(h.source_system, [d.field for d in h.diffs][:1]) for h in last] == [
+            ("HUB", ["customer_po_number"]), ("ERP", ["amounts.gross"])], "the echo made no version in between"
     finally:
         runtime.stop()
         await running
