@@ -173,6 +173,34 @@ class HubClient:
         """Send an already encoded proposal under its key."""
         await self.send_record(self.topics.proposals, key.encode(), value)
 
+    async def send_records(self, records: list[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]]
+                           ) -> list[BaseException | None]:
+        """Send ``(topic, key, value, headers)`` records together (batched by the producer, in order per
+        partition) and wait for all; one result per record: None when Kafka took it, else its error
+        (``BrokerUnavailable`` when it may pass, the Kafka error itself when it never will)."""
+        if self._producer is None:
+            raise RuntimeError("HubClient.start() first")
+        sent = []
+        for topic, key, value, headers in records:
+            try:
+                sent.append(await self._producer.send(topic, value, key=key, headers=list(headers)))
+            except KafkaError as exc:
+                sent.append(exc)
+        results: list[BaseException | None] = []
+        for future in sent:
+            if isinstance(future, BaseException):
+                error: BaseException | None = future
+            else:
+                try:
+                    await future
+                    error = None
+                except KafkaError as exc:
+                    error = exc
+            if isinstance(error, KafkaError) and getattr(error, "retriable", True):
+                error = BrokerUnavailable(f"Kafka did not take a record: {type(error).__name__}: {error}")
+            results.append(error)
+        return results
+
     async def send_record(self, topic: str, key: bytes | None, value: bytes,
                           headers: tuple[tuple[str, bytes], ...] = ()) -> None:
         """Send one record to one of the hub's topics (the connector outbox's drain: proposals, dead

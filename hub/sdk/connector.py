@@ -64,6 +64,8 @@ class Unmappable:
     reason: str
     #: A key for the dead letter (the outside id, when known).
     key: str | None = None
+    #: The exception that refused it, when there was one (its class names the dead letter).
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True)

@@ -4,26 +4,30 @@ the hub's last word on every order. The guarantees are the numbered list in ``Co
 Four tasks share one SQLite store (``hub.sdk.store``) and one ``HubClient``:
 
 - ``known``: reads the whole state topic (no group: every instance needs every order) into
-  the store, so mappings see the hub's last snapshot and echoes are dropped.
+  the store, so mappings see the hub's last snapshot and echoes are dropped; and the answers to
+  this instance's own proposals, so an echo is dropped only once the snapshot has caught up with
+  them. The source and the sink wait until it has read what the state topic held at start.
 - ``source``: joins the instance's source group on the one-partition cursors topic; the member
   that holds the partition is the only one that polls. On taking the lease it adopts the
-  cursor last published there when its own outbox is empty (another instance polled last).
+  cursor last published there when none of its own waits to be published (another instance
+  polled last).
 - ``sink``: the instance's sink group on the topics its hooks need; offsets are committed only
-  after the hooks returned and their output is stored.
+  after the hooks returned and their output is stored; a stop or a rebalance waits for the batch
+  in hand, so a hook is never cut off half-way and repeated by another instance meanwhile.
 - ``drain``: sends the outbox to Kafka in order, and waits out an outage with back-off. A
   record is deleted only after Kafka took it; one sent twice (a crash in between) is a
-  duplicate event id, answered DUPLICATE by the hub.
+  duplicate event id, answered DUPLICATE by the hub. A record Kafka refuses for good (too
+  large, not authorised) is held aside with the reason instead of blocking the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import datetime as dt
+import hashlib
 import json
 import logging
-import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
@@ -33,25 +37,31 @@ from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from hub.client import HubClient
 from hub.domain.fields import canonical_json, field_values, kind_of
-from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, RetriableError
+from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, RetriableError, UndecodableRecord, UnmappableRecord
 from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
-                        ProposalIntent)
+                        ProposalAnswer, ProposalIntent)
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
 from hub.sdk.store import ConnectorStore, Pending
 from hub.settings import Settings
+from hub.streams.core import error_headers
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Back-off between tries of a call to an outside system or to Kafka: 0.5 s doubling to 30 s.
 BACKOFF = wait_exponential(multiplier=0.5, max=30)
+#: What an outside system's call may raise and pass by itself: retried, never dead-lettered.
+TRANSIENT = (RetriableError, OSError, TimeoutError)
+#: How long a stopping instance waits for the sink batch in hand.
+STOP_WAIT_S = 30.0
 
 
-async def retried(call: Callable[[], Awaitable[T]], what: str, *, stopping: asyncio.Event | None = None) -> T:
-    """``await call()`` until it does not raise a ``RetriableError`` (tenacity's back-off between tries)."""
+async def retried(call: Callable[[], Awaitable[T]], what: str, *, stopping: asyncio.Event | None = None,
+                  transient: tuple[type[BaseException], ...] = TRANSIENT) -> T:
+    """``await call()`` until it does not raise a transient error (tenacity's back-off between tries)."""
     def say(state: Any) -> None:
         log.warning("%s: %s; retrying", what, state.outcome.exception())
-    async for attempt in AsyncRetrying(retry=retry_if_exception_type(RetriableError), wait=BACKOFF,
+    async for attempt in AsyncRetrying(retry=retry_if_exception_type(transient), wait=BACKOFF,
                                        before_sleep=say, reraise=True):
         with attempt:
             if stopping is not None and stopping.is_set():
@@ -75,11 +85,13 @@ class ConnectorRuntime:
         connector.context = Context(known=self.store)
         connector.emit = self.emit
         self.leader = asyncio.Event()
+        #: Set once ``known`` has read what the state topic held when the instance started.
+        self.caught_up = asyncio.Event()
         self._stopping = asyncio.Event()
         self._stored = asyncio.Event()  # new records in the outbox
         self._online = False
-        #: Counters for people and tests: proposals stored, echoes suppressed, dead letters.
-        self.counts = {"proposed": 0, "suppressed": 0, "dead_letters": 0, "sent": 0}
+        #: Counters for people and tests: proposals stored, echoes suppressed, dead letters, sent, held.
+        self.counts = {"proposed": 0, "suppressed": 0, "dead_letters": 0, "sent": 0, "held": 0}
 
     @property
     def group(self) -> str:
@@ -90,10 +102,7 @@ class ConnectorRuntime:
 
     async def run(self) -> None:
         """Start the connector and every task; return when ``stop()`` was called."""
-        await self.connector.start()
-        tasks = [asyncio.create_task(self._forever(work, name), name=f"{self.instance}:{name}")
-                 for name, work in (("drain", self._drain), ("known", self._known),
-                                    ("source", self._source), ("sink", self._sink))]
+        tasks: list[asyncio.Task[None]] = []
         failed: list[BaseException] = []
 
         def check(task: asyncio.Task[None]) -> None:  # a task that dies of a bug stops the instance, loudly
@@ -101,9 +110,12 @@ class ConnectorRuntime:
                 log.critical("%s: %s failed: %r", self.instance, task.get_name(), task.exception())
                 failed.append(task.exception())
                 self.stop()
-        for task in tasks:
-            task.add_done_callback(check)
         try:
+            await self.connector.start()
+            for name, work in (("drain", self._drain), ("known", self._known), ("source", self._source),
+                               ("sink", self._sink)):
+                tasks.append(asyncio.create_task(self._forever(work, name), name=f"{self.instance}:{name}"))
+                tasks[-1].add_done_callback(check)
             await self._stopping.wait()
             if failed:
                 raise failed[0]
@@ -111,9 +123,11 @@ class ConnectorRuntime:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self.connector.stop()
-            await self.client.stop()
-            self.store.close()
+            try:
+                await self.connector.stop()
+            finally:
+                await self.client.stop()
+                self.store.close()
 
     def stop(self) -> None:
         """Ask the runtime to stop (what is stored stays stored)."""
@@ -139,23 +153,33 @@ class ConnectorRuntime:
                    stage: str = "source") -> int:
         """Store changes as proposals (echoes dropped, unmappable ones as dead letters) with the cursor
         behind them; returns once they are durable. Push sources call this from their listener."""
-        records = [self._record(change, stage) for change in changes]
-        stored = [r for r in records if r is not None]
-        if cursor is not None:  # published after the proposals before it: a successor resumes there
-            encoded = json.dumps(cursor, sort_keys=True).encode()
-            stored.append(Pending(0, f"cursor:{hashlib.sha256(encoded).hexdigest()}", "connector_cursors",
-                                  self.instance, encoded))
-        added = await asyncio.to_thread(self.store.put, stored, cursor)
+        def store() -> int:
+            stored: list[Pending] = []
+            proposed: list[tuple[str, str]] = []
+            for change in changes:
+                record = self._record(change, stage)
+                if record is not None:
+                    stored.append(record)
+                    if isinstance(change, OutsideChange):
+                        proposed.append((change.ref.key, change.event_id))
+            if cursor is not None:  # published after the proposals before it: a successor resumes there
+                encoded = json.dumps(cursor, sort_keys=True).encode()
+                stored.append(Pending(0, f"cursor:{hashlib.sha256(encoded).hexdigest()}", "connector_cursors",
+                                      self.instance, encoded))
+            return self.store.put(stored, cursor, proposed)
+        added = await asyncio.to_thread(store)
         self._stored.set()
         return added
 
     def _record(self, change: OutsideChange | Unmappable, stage: str) -> Pending | None:
         if isinstance(change, Unmappable):
-            return self._dead_letter(change.record, change.reason, change.key, stage)
+            return self._dead_letter(change, stage)
         known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
         values = dict(change.values)
         refs = list(change.refs)
-        if known is not None:
+        # an echo is dropped only when the hub's snapshot has caught up with this instance's own last
+        # proposal for the object; before that the hub decides (UNCHANGED when it is one)
+        if known is not None and self.store.settled(change.ref.key, known.version):
             current = field_values(known.model_dump(mode="json"))
             values = {path: value for path, value in values.items() if not _same(path, value, current)}
             known_refs = {r.key for r in known.external_refs}
@@ -175,67 +199,101 @@ class ConnectorRuntime:
         return Pending(0, proposal.event_id, "proposals", proposal.order_ref.key or "", self.codec.encode(
             "change_proposal", proposal.to_avro()))
 
-    def _dead_letter(self, record: Any, reason: str, key: str | None, stage: str) -> Pending:
+    def _dead_letter(self, unmappable: Unmappable, stage: str, *, where: Any = None) -> Pending:
+        """A record for the dead-letter topic, with why; its id is deterministic (a re-poll stores it once)."""
+        record = unmappable.record
         value = record if isinstance(record, bytes) else json.dumps(record, default=str, sort_keys=True).encode()
+        error = unmappable.error or UnmappableRecord(unmappable.reason)
+        position = {"topic": where.topic, "partition": where.partition, "offset": where.offset} if where else {}
+        headers = error_headers(f"connector:{self.instance}:{stage}", error, **position)
         self.counts["dead_letters"] += 1
-        headers = (("__orderhub.errors.stage", f"connector:{self.instance}:{stage}".encode()),
-                   ("__orderhub.errors.exception.class.name", b"hub.errors.UnmappableRecord"),
-                   ("__orderhub.errors.exception.message", reason[:4000].encode()))
-        return Pending(0, f"dead:{uuid.uuid4()}", "dead_letters", key or "", value, headers)
+        digest = hashlib.sha256(stage.encode() + b"\0" + value + b"\0" + str(error).encode()).hexdigest()
+        return Pending(0, f"dead:{digest}", "dead_letters", unmappable.key or "", value, headers)
 
     async def _drain(self) -> None:
         while True:
+            self._stored.clear()  # before reading: a record stored meanwhile sets it again
             pending = await asyncio.to_thread(self.store.pending)
             if not pending:
-                self._stored.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stored.wait(), 1.0)
                 continue
             if not self._online:
                 await self.client.start()
                 self._online = True
-            try:
-                for record in pending:
-                    await self.client.send_record(getattr(self.topics, record.role), record.key.encode(),
-                                                  record.value, record.headers)
+            results = await self.client.send_records(
+                [(getattr(self.topics, r.role), r.key.encode(), r.value, r.headers) for r in pending])
+            outage = None
+            for record, error in zip(pending, results):
+                if error is None:
                     await asyncio.to_thread(self.store.sent, record.seq)
                     self.counts["sent"] += 1
-            except BrokerUnavailable:
+                elif isinstance(error, BrokerUnavailable):
+                    outage = outage or error
+                else:  # Kafka will never take it: keep it aside with why, and go on
+                    log.error("%s: Kafka refused %s for good (%s); held in %s", self.instance, record.event_id,
+                              error, self.store.path)
+                    await asyncio.to_thread(self.store.hold, record, f"{type(error).__name__}: {error}")
+                    self.counts["held"] += 1
+            if outage is not None:
                 await self.client.stop()  # a fresh producer after the outage
                 self._online = False
-                raise
+                raise outage
 
-    # --- the hub's last word on every order -----------------------------------------------
+    # --- the hub's last word on every order, and its answers to this instance ----------------
 
     async def _known(self) -> None:
-        topic = self.topics.state
+        state, answers = self.topics.state, self.topics.answers
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         try:
-            partitions = [TopicPartition(topic, p) for p in sorted(await _partitions(self.settings, topic))]
-            consumer.assign(partitions)
-            stored = self.store.offsets(topic)
-            for tp in partitions:
-                if tp.partition in stored:
-                    consumer.seek(tp, stored[tp.partition])
+            partitions = {topic: [TopicPartition(topic, p) for p in sorted(await _partitions(self.settings, topic))]
+                          for topic in (state, answers)}
+            consumer.assign(partitions[state] + partitions[answers])
+            for topic in (state, answers):
+                stored = self.store.offsets(topic)
+                for tp in partitions[topic]:
+                    if tp.partition in stored:
+                        consumer.seek(tp, stored[tp.partition])
+            ends = await consumer.end_offsets(partitions[state])
             while True:
+                if not self.caught_up.is_set() and await _reached(consumer, ends):
+                    self.caught_up.set()
                 batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-                snapshots, offsets = [], {}
+                snapshots, answered, offsets = [], [], {}
                 for tp, messages in batches.items():
                     for message in messages:
                         offsets[(tp.topic, tp.partition)] = message.offset + 1
                         if message.value is None:
                             continue
-                        try:
-                            value = self.codec.decode(message.value, "order_snapshot").value
+                        value = await self._decoded(message, "order_snapshot" if tp.topic == state else "proposal_answer")
+                        if value is None:
+                            continue
+                        if tp.topic == state:
                             snapshots.append(OrderSnapshot.from_avro(value))
-                        except Exception as exc:  # noqa: BLE001 - the engine dead-letters bad state; skip it here
-                            log.warning("%s: unreadable snapshot at %s@%s: %s", self.instance, tp, message.offset, exc)
+                        elif value["source_system"] == self.connector.system:
+                            answer = ProposalAnswer.from_avro(value)
+                            answered.append((answer.event_id, answer.version if answer.version is not None
+                                             else answer.made_version))
+                if answered:
+                    await asyncio.to_thread(self.store.answered, answered)
                 if offsets:
                     await asyncio.to_thread(self.store.remember, snapshots, offsets)
         finally:
             await consumer.stop()
+
+    async def _decoded(self, message: Any, schema: str) -> dict[str, Any] | None:
+        """A record's value; retried while the schema registry is away; None for bytes no schema reads
+        (the hub's dead letters have those)."""
+        try:
+            return await retried(lambda: _async(self.codec.decode(message.value, schema, topic=message.topic,
+                                                                   partition=message.partition,
+                                                                   offset=message.offset).value),
+                                 f"{self.instance} decode", stopping=self._stopping, transient=(RetriableError,))
+        except UndecodableRecord as exc:
+            log.warning("%s: skipping %s", self.instance, exc)
+            return None
 
     # --- the source -----------------------------------------------------------------------
 
@@ -250,9 +308,14 @@ class ConnectorRuntime:
                 runtime.leader.clear()
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
-                if assigned:
+                if not assigned:
+                    return
+                try:  # aiokafka swallows what a listener raises: say it here, and poll from our own cursor
                     await runtime._adopt_cursor()
-                    runtime.leader.set()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("%s: could not read the published cursor (%s); polling from this instance's own",
+                                runtime.instance, exc)
+                runtime.leader.set()
 
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, group_id=f"{self.group}.source",
                                     enable_auto_commit=False, auto_offset_reset="latest",
@@ -274,9 +337,9 @@ class ConnectorRuntime:
             await consumer.stop()
 
     async def _adopt_cursor(self) -> None:
-        """On taking the lease: when nothing of ours waits in the outbox, the cursor last published
+        """On taking the lease: when no cursor of ours waits to be published, the cursor last published
         (by whichever instance polled last) is where polling resumes."""
-        if await asyncio.to_thread(self.store.waiting):
+        if await asyncio.to_thread(self.store.waiting, "connector_cursors"):
             return
         published = await self._published_cursor()
         if published is not None and published != self.store.cursor():
@@ -303,6 +366,7 @@ class ConnectorRuntime:
             await reader.stop()
 
     async def _poll_while_leader(self) -> None:
+        await self.caught_up.wait()  # the echoes and base versions need the hub's last word
         while True:
             await self.leader.wait()
             cursor = await asyncio.to_thread(self.store.cursor)
@@ -324,21 +388,49 @@ class ConnectorRuntime:
         wanted = {hooks[h][0]: (h, *hooks[h][1:]) for h in self.connector.sink_hooks()}
         if not wanted:
             return
-        consumer = AIOKafkaConsumer(*wanted, bootstrap_servers=self.settings.bootstrap_servers,
+        await self.caught_up.wait()
+        in_hand: list[asyncio.Task[None]] = []
+
+        class Handover(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                # the batch in hand is finished and committed before another instance may take it up
+                for batch in in_hand:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(batch), STOP_WAIT_S)
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                return None
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers,
                                     group_id=f"{self.group}.sink", enable_auto_commit=False,
                                     auto_offset_reset="earliest",
                                     session_timeout_ms=int(self.settings.session_timeout_s * 1000),
                                     heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000))
+        consumer.subscribe(list(wanted), listener=Handover())
         await consumer.start()
+
+        async def deliver_and_commit(batches: dict[Any, list[Any]]) -> None:
+            for tp, messages in batches.items():
+                hook, schema, model = wanted[tp.topic]
+                for message in messages:
+                    await self._deliver(hook, schema, model, message)
+            await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
+
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=1000, max_records=200)
-                for tp, messages in batches.items():
-                    hook, schema, model = wanted[tp.topic]
-                    for message in messages:
-                        await self._deliver(hook, schema, model, message)
-                if batches:
-                    await consumer.commit()  # only after every hook returned and its output is stored
+                if not batches:
+                    continue
+                batch = asyncio.create_task(deliver_and_commit(batches))
+                in_hand[:] = [batch]
+                try:
+                    await asyncio.shield(batch)
+                except asyncio.CancelledError:  # stopping: finish what is in hand, then go
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(asyncio.shield(batch), STOP_WAIT_S)
+                    raise
+                finally:
+                    in_hand.clear()
         finally:
             await consumer.stop()
 
@@ -346,26 +438,27 @@ class ConnectorRuntime:
         """One sink record through its hook: retried while the outside system is away; dead-lettered
         when it can never be delivered."""
         stage = f"sink:{hook}"
-        try:
-            event = model.from_avro(self.codec.decode(message.value, schema).value)
-        except Exception as exc:  # noqa: BLE001 - bytes no schema reads: the hub's dead letters have them
-            log.warning("%s: unreadable %s at offset %s: %s", self.instance, schema, message.offset, exc)
+        value = await self._decoded(message, schema)
+        if value is None:
             return
+        event = model.from_avro(value)
         try:
             out = await retried(lambda: getattr(self.connector, hook)(event), f"{self.instance} {hook}",
                                 stopping=self._stopping)
-        except DeadLetterError as exc:  # UnmappableRecord, or the outside system refusing the record for good
-            await self.emit([Unmappable(event.model_dump(mode="json"), str(exc), event.order_id)], stage=stage)
-            return
         except (asyncio.CancelledError, RetriableError, FatalError):
             raise  # a fatal error (a refused session, a wrong config) stops the instance, loudly
-        except Exception as exc:  # noqa: BLE001 - a bug must not stop the sink: park the record with why
-            log.exception("%s %s failed", self.instance, hook)
-            await self.emit([Unmappable(event.model_dump(mode="json"), f"{type(exc).__name__}: {exc}",
-                                        event.order_id)], stage=stage)
+        except Exception as exc:  # noqa: BLE001 - DeadLetterError, or a bug: park the record with why
+            if not isinstance(exc, DeadLetterError):
+                log.exception("%s %s failed", self.instance, hook)
+            await self._emit_dead_letter(Unmappable(message.value, str(exc), event.order_id, exc), stage, message)
             return
         if out:
             await self.emit(list(out), stage=stage)
+
+    async def _emit_dead_letter(self, unmappable: Unmappable, stage: str, message: Any) -> None:
+        record = self._dead_letter(unmappable, stage, where=message)
+        await asyncio.to_thread(self.store.put, [record])
+        self._stored.set()
 
 
 def _same(path: str, value: Any, current: dict[str, str]) -> bool:
@@ -377,6 +470,18 @@ def _same(path: str, value: Any, current: dict[str, str]) -> bool:
         return kind.canonical(canonical_json(value)) == current.get(path)
     except ValueError:  # invalid: let the hub say why
         return False
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    """Whether the consumer has read every partition up to the given end offsets."""
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+async def _async(value: T) -> T:
+    return value
 
 
 async def _partitions(settings: Settings, topic: str) -> set[int]:

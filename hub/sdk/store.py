@@ -8,6 +8,12 @@ the hub last said about each order. One SQLite file per instance.
 - ``cursor``: the source's position after the last stored poll.
 - ``known``: the latest snapshot of every order (from the state topic), its external
   references indexed, and the state topic's offsets, so a restart does not read it all again.
+- ``proposed`` / ``answered``: the last proposal this instance made per outside object, and the
+  hub's answers to this instance's proposals: an echo is dropped only once the hub's snapshot
+  has caught up with the instance's own last proposal (else an A -> B -> A in flight would lose
+  the second A).
+- ``held``: records Kafka refused for good (too large, not authorised), kept with the reason
+  so they block nothing and lose nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ CREATE TABLE IF NOT EXISTS known (order_id TEXT PRIMARY KEY, version INTEGER NOT
 CREATE TABLE IF NOT EXISTS known_refs (ref TEXT PRIMARY KEY, order_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, next INTEGER NOT NULL,
                                     PRIMARY KEY (topic, partition));
+CREATE TABLE IF NOT EXISTS proposed (ref TEXT PRIMARY KEY, event_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS answered (event_id TEXT PRIMARY KEY, version INTEGER);
+CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, role TEXT NOT NULL,
+                                 key TEXT NOT NULL, value BLOB NOT NULL, headers TEXT NOT NULL, reason TEXT NOT NULL);
 """
 
 
@@ -65,14 +75,17 @@ class ConnectorStore:
         self._lock = threading.Lock()
 
     def close(self) -> None:
-        """Close the file."""
-        self._db.close()
+        """Close the file (after whatever another thread is doing with it)."""
+        with self._lock:
+            self._db.close()
 
     # --- outbox and cursor --------------------------------------------------------------
 
-    def put(self, records: Iterable[Pending], cursor: dict[str, Any] | None = None) -> int:
-        """Store records (their ``seq`` is ignored) and, with them, the cursor behind them, in one
-        transaction; an id already in the outbox is not stored again. Returns how many were new."""
+    def put(self, records: Iterable[Pending], cursor: dict[str, Any] | None = None,
+            proposed: Iterable[tuple[str, str]] = ()) -> int:
+        """Store records (their ``seq`` is ignored) and, with them, the cursor behind them and which
+        proposal is now the last per outside object (``(ref, event_id)``), in one transaction; an id
+        already in the outbox is not stored again. Returns how many were new."""
         rows = [(r.event_id, r.role, r.key, r.value, json.dumps([[k, v.decode("latin-1")] for k, v in r.headers]))
                 for r in records]
         with self._lock:
@@ -85,6 +98,7 @@ class ConnectorStore:
                 if cursor is not None:
                     self._db.execute("INSERT OR REPLACE INTO cursor (name, value) VALUES ('source', ?)",
                                      (json.dumps(cursor, sort_keys=True),))
+                self._db.executemany("INSERT OR REPLACE INTO proposed (ref, event_id) VALUES (?, ?)", list(proposed))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -104,10 +118,49 @@ class ConnectorStore:
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
 
-    def waiting(self) -> int:
-        """How many records wait for Kafka."""
+    def waiting(self, role: str | None = None) -> int:
+        """How many records (of one role: proposals, dead_letters, connector_cursors) wait for Kafka."""
         with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            if role is None:
+                return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            return self._db.execute("SELECT COUNT(*) FROM outbox WHERE role = ?", (role,)).fetchone()[0]
+
+    def hold(self, record: Pending, reason: str) -> None:
+        """Move a record Kafka refused for good out of the outbox, keeping it with the reason."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("INSERT OR REPLACE INTO held VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 (record.seq, record.event_id, record.role, record.key, record.value,
+                                  json.dumps([[k, v.decode("latin-1")] for k, v in record.headers]), reason))
+                self._db.execute("DELETE FROM outbox WHERE seq = ?", (record.seq,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def held(self) -> list[tuple[str, str]]:
+        """``(event_id, reason)`` of every record Kafka refused for good."""
+        with self._lock:
+            return self._db.execute("SELECT event_id, reason FROM held ORDER BY seq").fetchall()
+
+    # --- what this instance proposed, and what the hub answered ---------------------------
+
+    def answered(self, answers: Iterable[tuple[str, int | None]]) -> None:
+        """Record the hub's answers to this instance's proposals: ``(event_id, version after it)``."""
+        with self._lock:
+            self._db.executemany("INSERT OR REPLACE INTO answered (event_id, version) VALUES (?, ?)", list(answers))
+
+    def settled(self, ref: str, known_version: int) -> bool:
+        """Whether the hub's snapshot at ``known_version`` already reflects the last proposal this
+        instance made for the outside object ``ref`` (true when it made none)."""
+        with self._lock:
+            row = self._db.execute("SELECT p.event_id, a.event_id, a.version FROM proposed p LEFT JOIN answered a "
+                                   "ON a.event_id = p.event_id WHERE p.ref = ?", (ref,)).fetchone()
+        if row is None:
+            return True
+        _, answered, version = row
+        return answered is not None and (version is None or known_version >= version)
 
     def cursor(self) -> dict[str, Any]:
         """The source's cursor after the last stored poll ({} before the first)."""

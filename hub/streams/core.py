@@ -87,17 +87,24 @@ def order_number(record: Inbound) -> str:
     return f"ORD-{record.at.year}-{record.partition:02d}-{record.offset:06d}"
 
 
+def error_headers(stage: str, error: BaseException, *, topic: str | None = None, partition: int | None = None,
+                  offset: int | None = None) -> tuple[tuple[str, bytes], ...]:
+    """Why a record is a dead letter, in Kafka-Connect-style headers: where it was read (when it was
+    read from Kafka), the stage, the exception's class and message."""
+    where = () if topic is None else (
+        ("__orderhub.errors.topic", topic.encode()),
+        ("__orderhub.errors.partition", str(partition).encode()),
+        ("__orderhub.errors.offset", str(offset).encode()),
+    )
+    return (*where,
+            ("__orderhub.errors.stage", stage.encode()),
+            ("__orderhub.errors.exception.class.name", f"{type(error).__module__}.{type(error).__qualname__}".encode()),
+            ("__orderhub.errors.exception.message", str(error)[:4000].encode()))
+
+
 def dead_letter(topics: TopicNames, record: Inbound, stage: str, error: BaseException) -> Outbound:
     """The record, byte for byte, for the dead-letter topic, with why in Kafka-Connect-style headers."""
-    message = str(error)
-    headers = (
-        ("__orderhub.errors.topic", record.topic.encode()),
-        ("__orderhub.errors.partition", str(record.partition).encode()),
-        ("__orderhub.errors.offset", str(record.offset).encode()),
-        ("__orderhub.errors.stage", stage.encode()),
-        ("__orderhub.errors.exception.class.name", f"{type(error).__module__}.{type(error).__qualname__}".encode()),
-        ("__orderhub.errors.exception.message", message[:4000].encode()),
-    )
+    headers = error_headers(stage, error, topic=record.topic, partition=record.partition, offset=record.offset)
     return Outbound(topics.dead_letters, record.key, record.value, headers)
 
 

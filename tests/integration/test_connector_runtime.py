@@ -66,7 +66,9 @@ async def test_outside_orders_flow_in_echoes_stay_out_and_releases_flow_out_once
                          lambda: f"the order in the hub's state ({runtime.counts}, {runtime.store.waiting()} waiting)")
         order = runtime.store.snapshot_for(ref)
         assert order.version == 1 and order.lines[0].material.id == "MAT-1"
-        drop(peer / "inbox", "K-1", revision=2)  # the same values again: an echo
+        # once the hub has answered the instance's own proposal, the same values again are an echo
+        await poll_until(lambda: runtime.store.settled(ref.key, order.version), 30, "the hub's answer")
+        drop(peer / "inbox", "K-1", revision=2)
         await poll_until(lambda: runtime.counts["suppressed"] >= 1, 30, "the echo to be suppressed")
         async with HubClient(hub_settings) as client:
             version = 1

@@ -106,6 +106,8 @@ async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_noth
         events = desk.events(after=0)
         assert any("client=orderhub" in e["payload"]["ChangeEventHeader"]["changeOrigin"] for e in events)
         await poll_until(lambda: runtime.store.waiting() == 0, 30, "the outbox drained")
+        await poll_until(lambda: runtime.store.settled(ref.key, runtime.store.snapshot_for(ref).version), 30,
+                         "the hub's answer to the creation")
         proposed = runtime.counts["proposed"]
         for _ in range(3):  # the same state read again (a re-delivered or repeated event): no new proposal
             again = await asyncio.to_thread(opportunity_change, crm, crm.opportunity(opp.opportunity_id))
