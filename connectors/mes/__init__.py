@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 from typing import Any
 
@@ -32,8 +33,11 @@ class MesConnector(Connector[MesConfig]):
 
     async def start(self) -> None:
         self._client: Any = None
+        self._connecting = asyncio.Lock()
         self._listener: asyncio.Task[None] | None = None
         if self.config.mqtt_host:
+            if importlib.util.find_spec("aiomqtt") is None:
+                raise ImportError("the MES connector's shop-floor messages need aiomqtt: pip install 'orderhub[mes]'")
             self._listener = asyncio.create_task(self._listen(), name="mes-mqtt")
 
     async def stop(self) -> None:
@@ -47,10 +51,11 @@ class MesConnector(Connector[MesConfig]):
         """The OPC UA client, connected on first use and again after the MES went away."""
         from connectors.mes.opcua import JobOrderReceiverClient  # the mes extra; its ImportError says so
 
-        if self._client is None:
-            client = JobOrderReceiverClient(self.config.opc_url)
-            await client.__aenter__()
-            self._client = client
+        async with self._connecting:  # the poll, the sink and the MQTT listener share one session
+            if self._client is None:
+                client = JobOrderReceiverClient(self.config.opc_url)
+                await client.__aenter__()
+                self._client = client
         return self._client
 
     async def _disconnect(self) -> None:
@@ -85,9 +90,10 @@ class MesConnector(Connector[MesConfig]):
 
     async def _listen(self) -> None:
         """Shop-floor messages over MQTT, for as long as the connector runs (reconnecting with back-off)."""
-        import aiomqtt
+        import aiomqtt  # the mes extra: start() fails loudly when it is missing
 
         from connectors.mes.mqtt import SUBSCRIPTION, parse_message
+        from connectors.mes.opcua import MesUnavailable
         from connectors.mes.source import report_change
         from hub.sdk import Unmappable, UnmappableRecord
 
@@ -95,9 +101,12 @@ class MesConnector(Connector[MesConfig]):
         while True:
             try:
                 password = self.config.mqtt_password.get_secret_value() if self.config.mqtt_password else None
+                # a fixed client id and a kept session: what is published while the connector reconnects
+                # or restarts waits at the broker (QoS 1); instances of one connector share the topics
                 async with aiomqtt.Client(self.config.mqtt_host, self.config.mqtt_port, username=self.config.mqtt_user,
-                                          password=password, identifier=None) as mqtt:
-                    await mqtt.subscribe(SUBSCRIPTION, qos=1)
+                                          password=password, identifier=self.config.mqtt_client_id,
+                                          clean_session=False) as mqtt:
+                    await mqtt.subscribe(f"$share/{self.config.mqtt_share_group}/{SUBSCRIPTION}", qos=1)
                     delay = 0.5
                     async for message in mqtt.messages:
                         topic = str(message.topic)
@@ -112,6 +121,7 @@ class MesConnector(Connector[MesConfig]):
                 raise
             except Exception as exc:  # noqa: BLE001 - the broker or the MES went away: reconnect
                 log.warning("MES shop-floor messages: %s; reconnecting in %.1fs", exc, delay)
-                await self._disconnect()
+                if isinstance(exc, MesUnavailable):
+                    await self._disconnect()
                 await asyncio.sleep(delay)
                 delay = min(30.0, delay * 2)

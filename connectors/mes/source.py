@@ -2,8 +2,9 @@
 quality holds arrive over MQTT and become line quantities and holds.
 
 Event ids are deterministic, so reading the same state again is one decision at the hub: a
-lifecycle step is ``mes:<order id>:<status>`` (an order enters IN_PRODUCTION once), a shop-floor
-message is ``mes:<job order id>/<seq>`` (its per-job sequence number).
+lifecycle step is ``mes:<order id>:<status>:v<version it was seen at>`` (a step the hub refused,
+say while the order was held, is proposed again under a new id once the order has moved on), a
+shop-floor message is ``mes:<job order id>/<seq>`` (its per-job sequence number).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def lifecycle_steps(jobs: Iterable[JobOrderState], context: Context) -> list[Out
                                   line_numbers=[line.line_no for line in known.lines])
         for values in steps:
             changes.append(OutsideChange(ref=job_ref(order_jobs[0].job_order_id), order_id=order_id,
-                                         event_id=f"mes:{order_id}:{values['status']}", values=values, actor=ACTOR,
+                                         event_id=f"mes:{order_id}:{values['status']}:v{known.version}", values=values, actor=ACTOR,
                                          occurred_at=_when(values) or utcnow()))
     return changes
 
