@@ -32,11 +32,10 @@ class CrmConnector(Connector[CrmConfig]):
         self.client = OpportunityClient(self.config.instance_url, self.config.session_id.get_secret_value(),
                                         client_id=self.config.client_id, ca_file=self.config.ca_file)
         self.webhook = None
-        if self.config.webhook_port is not None:
-            if self.config.webhook_secret is None:
-                raise ValueError("webhook_port needs webhook_secret: change events are signed")
+        if self.config.webhook_port is not None and self.config.webhook_secret is not None:
             self.webhook = CrmWebhook(self.client, self.config.webhook_secret.get_secret_value(), self.config.client_id,
-                                      self.config.webhook_max_age_s, lambda changes: self.emit(changes))
+                                      self.config.webhook_max_age_s, lambda changes: self.emit(changes),
+                                      on_gap=lambda: self.poll_soon())
             await self.webhook.start(self.config.webhook_host, self.config.webhook_port)
 
     async def stop(self) -> None:

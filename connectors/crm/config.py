@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from hub.sdk import ConnectorConfig
 
@@ -22,3 +22,9 @@ class CrmConfig(ConnectorConfig):
     webhook_port: int | None = Field(None, description="Port of the webhook listener; none: polling only")
     webhook_max_age_s: float = Field(300.0, description="A change event signed longer ago than this is refused")
     poll_interval_s: float = Field(30.0, description="Polling by SystemModstamp: the fallback and the gap recovery")
+
+    @model_validator(mode="after")
+    def _signed_webhook(self) -> "CrmConfig":
+        if self.webhook_port is not None and self.webhook_secret is None:
+            raise ValueError("webhook_port needs webhook_secret: change events are signed")
+        return self

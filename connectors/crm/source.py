@@ -66,8 +66,11 @@ class CrmWebhook:
     """The HTTP endpoint Salesforce's change events are pushed to (aiohttp)."""
 
     def __init__(self, client: OpportunityClient, secret: str, client_id: str, max_age_s: float,
-                 emit: Callable[[Sequence[OutsideChange | Unmappable]], Awaitable[Any]]) -> None:
+                 emit: Callable[[Sequence[OutsideChange | Unmappable]], Awaitable[Any]],
+                 on_gap: Callable[[], None] | None = None) -> None:
         self.client, self.secret, self.client_id, self.max_age_s, self.emit = client, secret, client_id, max_age_s, emit
+        self.on_gap = on_gap
+        self._last_replay: int | None = None
         self._runner: Any = None
 
     async def start(self, host: str, port: int) -> None:
@@ -98,14 +101,23 @@ class CrmWebhook:
         try:
             event = parse_change_event(body)
         except CrmRecordRefused as exc:
-            await self.emit([Unmappable(body, f"not a change event: {exc}")])
+            await self.emit([Unmappable(body, f"not a change event: {exc}", error=exc)])
             return web.json_response({"dead_lettered": str(exc)})
         if is_own_write(event, self.client_id) or event.entity_name != "Opportunity":
             return web.json_response({"ignored": event.entity_name})
-        changes = []
+        changes: list[OutsideChange | Unmappable] = []
         for record_id in event.record_ids:
-            opp = await asyncio.to_thread(self.client.opportunity, record_id)
+            try:  # an id Salesforce no longer has (a delete), or a record it cannot give: a dead letter
+                opp = await asyncio.to_thread(self.client.opportunity, record_id)
+            except CrmRecordRefused as exc:
+                changes.append(Unmappable(body, f"opportunity {record_id}: {exc}", key=record_id, error=exc))
+                continue
             if (change := await asyncio.to_thread(opportunity_change, self.client, opp)) is not None:
                 changes.append(change)
+        jumped = event.replay_id is not None and self._last_replay is not None and event.replay_id > self._last_replay + 1
+        if event.replay_id is not None:
+            self._last_replay = max(event.replay_id, self._last_replay or 0)
+        if (event.change_type.startswith("GAP_") or jumped) and self.on_gap is not None:
+            self.on_gap()  # events were lost: poll now, and re-read what changed since the cursor
         await self.emit(changes)
         return web.json_response({"accepted": len(changes)})

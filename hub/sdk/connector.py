@@ -115,7 +115,8 @@ class Connector(Generic[C]):
        delivered to the hub more than once (after a crash, or a failover to an instance whose
        cursor is older): its ``event_id`` must be derived from the outside record, so the hub
        answers the repeat DUPLICATE. Push sources (webhooks, MQTT) call ``emit(changes)`` from
-       their listener instead: it returns once the changes are durable.
+       their listener instead: it returns once the changes are durable; one that notices lost
+       events (a gap) calls ``poll_soon()`` and the next poll recovers them from the cursor.
     4. Loop suppression: before sending, the runtime drops every value equal to what the hub
        last published for that order (the echo of the hub's own write) and sends nothing when
        nothing is left; the hub answers what slips through (a race) UNCHANGED, making no version.
@@ -148,6 +149,8 @@ class Connector(Generic[C]):
         self.config = config
         self.context = context or Context()
         self.emit: Any = None  # set by the runtime: ``await self.emit([...])`` from a push listener
+        #: Set by the runtime: ask for the next poll now (a push source that noticed lost events).
+        self.poll_soon: Any = lambda: None
 
     async def start(self) -> None:
         """Open clients to the outside system."""

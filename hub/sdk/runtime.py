@@ -84,7 +84,9 @@ class ConnectorRuntime:
         self.store = ConnectorStore(store_path or settings.state_dir / "connectors" / f"{instance}.db")
         connector.context = Context(known=self.store)
         connector.emit = self.emit
+        connector.poll_soon = self.poll_soon
         self.leader = asyncio.Event()
+        self._poll_requested = asyncio.Event()
         #: Set once ``known`` has read what the state topic held when the instance started.
         self.caught_up = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -132,6 +134,11 @@ class ConnectorRuntime:
     def stop(self) -> None:
         """Ask the runtime to stop (what is stored stays stored)."""
         self._stopping.set()
+        self._poll_requested.set()
+
+    def poll_soon(self) -> None:
+        """Have the source poll now instead of after its interval (it recovers lost push events)."""
+        self._poll_requested.set()
 
     async def _forever(self, work: Callable[[], Awaitable[None]], name: str) -> None:
         """Run one task; when Kafka goes away, wait with back-off and start it again."""
@@ -377,7 +384,8 @@ class ConnectorRuntime:
                 await self.emit(polled.changes, polled.cursor)
             if not polled.more:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), self.connector.config.poll_interval_s)
+                    await asyncio.wait_for(self._poll_requested.wait(), self.connector.config.poll_interval_s)
+                self._poll_requested.clear()
 
     # --- the sink -------------------------------------------------------------------------
 

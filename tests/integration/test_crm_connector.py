@@ -116,6 +116,20 @@ async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_noth
         desk.change(opp.opportunity_id, Customer_PO_Number__c="PO-77")
         await poll_until(lambda: (runtime.store.snapshot_for(ref) or order).version == 2, 60, "the PO as version 2")
         assert runtime.store.snapshot_for(ref).customer_po_number == "PO-77"
+
+        # a gap: a change made while events were not delivered is recovered by the poll the next
+        # event's jump in replayId asks for (the regular poll is an hour away here)
+        other = desk.new_opportunity("Beta AG", "Pins", Requested_Delivery_Date__c="2026-12-22",
+                                     Description="passivate", lines=[line("MAT-7", 10, unit="pcs")])
+        desk.win(other.opportunity_id)
+        await poll_until(lambda: runtime.store.snapshot_for(crm_ref(other.opportunity_id)) is not None, 60,
+                         "the second order")
+        desk.set_delivery(False)
+        desk.change(opp.opportunity_id, Customer_PO_Number__c="PO-88")  # never pushed
+        desk.set_delivery(True)
+        desk.change(other.opportunity_id, Customer_PO_Number__c="PO-5")
+        await poll_until(lambda: runtime.store.snapshot_for(ref).customer_po_number == "PO-88", 60,
+                         "the change made during the gap")
     finally:
         runtime.stop()
         await running
