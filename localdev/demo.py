@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -116,7 +117,8 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> De
                                    {"instructions": [{"key": "coating", "text": "zinc 15 um"}]})
             tell(f"   sales (hub UI): {first.outcome.value}, version {first.version}")
             second = await _propose(client, run.order_id, base, "HUB", "pia", "planner",
-                                    {"instructions": [{"key": "coating", "text": "zinc 12 um, passivated"}]})
+                                    {"instructions": [{"key": "coating", "text": "zinc 12 um, passivated"}]},
+                                    expect="PARKED")
             run.parked_event_id = second.event_id
             tell(f"   planner (hub UI): {second.outcome.value}: {second.message} "
                  f"(see `orderhub orders conflicts {run.order_number}`)")
@@ -163,14 +165,21 @@ class _Answered:
 
 
 async def _propose(client: HubClient, order_id: str, base: int, system: str, actor: str, role: str,
-                   values: dict[str, Any]) -> _Answered:
+                   values: dict[str, Any], *, expect: str | None = "APPLIED") -> _Answered:
     proposal = ChangeProposal(
         event_id=str(uuid.uuid4()), order_ref=OrderRef(order_id=order_id), base_version=base, source_system=system,
         actor=Actor(id=actor, role=role), occurred_at=dt.datetime.now(dt.timezone.utc),
         changes=[FieldChange(field=k, value=json.dumps(v)) for k, v in values.items()])
     decided = await client.propose(proposal, timeout_s=STEP_TIMEOUT_S)
     answer = decided.answer
+    if expect is not None and answer.outcome.value != expect:
+        raise DemoFailed(f"{actor} ({role}) proposed {values}: the hub answered {answer.outcome.value}"
+                         f"{': ' + answer.message if answer.message else ''}; the demo expected {expect}")
     return _Answered(proposal.event_id, answer.outcome, answer.version, answer.message)
+
+
+class DemoFailed(RuntimeError):
+    """A step of the demo did not turn out as the demo expects (the hub said why)."""
 
 
 def _ref(snapshot: OrderSnapshot | None, system: str) -> str | None:
@@ -191,7 +200,11 @@ def run(settings: Settings) -> int:
     """The command."""
     from hub.readmodel import history_text
 
-    demo = asyncio.run(run_demo(settings))
+    try:
+        demo = asyncio.run(run_demo(settings))
+    except (TimeoutError, DemoFailed) as exc:
+        print(f"orderhub demo: {exc}", file=sys.stderr)
+        return 1
     print()
     print(history_text(settings, demo.order_number))
     return 0

@@ -112,9 +112,12 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
         kafka_started = local_kafka
         if kafka_started:
             kafka_started = not kafka.status(settings).running
-            say(f"Kafka        {kafka.up(settings)}" + ("" if kafka_started else " (already running, left running)"))
+            bootstrap = kafka.up(settings)
+            say(f"Kafka        {bootstrap}" + ("" if kafka_started else " (already running, left running)"))
             if kafka_started:
                 stops.append(lambda: say(f"stopped Kafka: pids {kafka.down(settings)}"))
+            # the local broker answers where it was started (ORDERHUB_LOCAL_KAFKA_PORT): use that everywhere
+            settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
         else:
             say(f"Kafka        {settings.bootstrap_servers} (configured)")
         declared = topics.load_declarations(settings.topics_file, settings.schemas_dir, settings.topic_namespace)

@@ -42,6 +42,9 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
 
     steps = [line.split(".", 1)[0] for line in run.lines if line[:1].isdigit()]
     assert steps == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    said_outcomes = " ".join(run.lines)
+    assert "sales (hub UI): APPLIED" in said_outcomes and "planner (hub UI): PARKED" in said_outcomes
+    assert "Approver (hub UI): APPLIED" in said_outcomes and "RELEASED to production" in said_outcomes
     model = ReadModel(settings.read_model_url)
     order = model.order(run.order_number)
     assert order.status.value == "COMPLETED"
