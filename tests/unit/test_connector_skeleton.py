@@ -12,20 +12,28 @@ from hub.cli import main
 from hub.settings import PROJECT_DIR
 
 
-def run_kit(folder: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{folder}{os.pathsep}{PROJECT_DIR}"}
+def run_kit(folder: Path, path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """The generated connector's tests (the contract kit), with ``path`` (default: the folder) importable."""
+    env = {**os.environ, "PYTHONPATH": f"{path or folder}{os.pathsep}{PROJECT_DIR}"}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
                           capture_output=True, text=True, env=env, cwd=folder, timeout=300)
 
 
-def test_a_new_connector_passes_the_contract_kit(tmp_path: Path, capsys) -> None:
-    """The generated skeleton is a working connector: all six contract tests pass on it."""
+def test_a_new_connector_installs_registers_and_passes_the_contract_kit(tmp_path: Path, capsys) -> None:
+    """The generated skeleton is a package that pip installs, whose entry point `orderhub connectors list`
+    finds, and whose six contract tests pass as generated."""
     target = tmp_path / "orderhub-acme"
     assert main(["connectors", "new", "acme", "--dir", str(target)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert {p.name for p in (target / "orderhub_acme").iterdir()} >= {
         "__init__.py", "config.py", "mapping.py", "source.py", "sink.py", "connector.py"}
-    done = run_kit(target)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(target)],
+                   check=True, capture_output=True, timeout=300)
+    listed = subprocess.run([sys.executable, "-m", "hub.cli", "connectors", "list"], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{PROJECT_DIR}"}, timeout=120)
+    assert "acme  system EDI  orderhub_acme.connector.AcmeConnector" in listed.stdout, listed.stdout + listed.stderr
+    done = run_kit(target, site)
     assert done.returncode == 0 and "6 passed" in done.stdout, done.stdout + done.stderr
 
 
