@@ -7,9 +7,7 @@ from __future__ import annotations
 from connectors.erp.client import SalesOrderClient
 from connectors.erp.mapping import new_sales_order, sales_order_update
 from connectors.erp.source import order_change
-from hub.sdk import Context, OrderSnapshot, OutsideChange, Unmappable
-
-FINAL = ("CANCELLED", "CLOSED")
+from hub.sdk import FINAL_STATUSES, Context, OrderSnapshot, OutsideChange, Unmappable
 
 
 def sync_sales_order(client: SalesOrderClient, snapshot: OrderSnapshot,
@@ -23,8 +21,8 @@ def sync_sales_order(client: SalesOrderClient, snapshot: OrderSnapshot,
         if update is not None:
             client.update(order.sales_order, update, etag=order.etag)
         return []
-    if snapshot.status.value in FINAL:
+    if snapshot.status.value in FINAL_STATUSES:
         return []
-    order = client.find_by_hub_id(snapshot.order_id) or client.create(new_sales_order(snapshot))
+    order = client.create(new_sales_order(snapshot))  # looks the hub's id up first: never a second order
     change = order_change(order, context)
     return [change] if change is not None else []

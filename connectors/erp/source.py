@@ -8,6 +8,7 @@ event id, while the same values coming back after another change are a new one.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from typing import Any
@@ -29,7 +30,7 @@ def order_change(order: SalesOrder, context: Context) -> OutsideChange | Unmappa
         values = erp_changes(order, known)
     except UnmappableOrder as exc:
         return Unmappable({"SalesOrder": order.sales_order}, str(exc), key=order.sales_order)
-    return _change(ref, order.hub_order_id or (known.order_id if known else None), known, values)
+    return _change(ref, order.hub_order_id or (known.order_id if known else None), known, values, order.last_change)
 
 
 def poll_changes(client: SalesOrderClient, cursor: dict[str, Any], context: Context) -> Polled:
@@ -47,7 +48,8 @@ def poll_changes(client: SalesOrderClient, cursor: dict[str, Any], context: Cont
     return Polled(changes, {"mark": changed.mark})
 
 
-def _change(ref: ExternalRef, order_id: str | None, known: Any, values: dict[str, Any]) -> OutsideChange:
+def _change(ref: ExternalRef, order_id: str | None, known: Any, values: dict[str, Any],
+            changed_at: dt.datetime | None = None) -> OutsideChange:
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return OutsideChange(ref=ref, order_id=order_id, event_id=f"erp:{ref.external_id}:v{known.version if known else 0}:{digest}",
-                         values=values, refs=(ref,), actor=ACTOR, occurred_at=utcnow())
+                         values=values, refs=(ref,), actor=ACTOR, occurred_at=changed_at or utcnow())
