@@ -131,8 +131,10 @@ async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_noth
         await poll_until(lambda: runtime.store.snapshot_for(ref).customer_po_number == "PO-88", 60,
                          "the change made during the gap")
     finally:
-        runtime.stop()
-        await running
-        desk.close()
-        crm.close()
-        salesforce.down(tmp_path / "crm")
+        try:
+            runtime.stop()
+            await running
+        finally:
+            desk.close()
+            crm.close()
+            salesforce.down(tmp_path / "crm")
