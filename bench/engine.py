@@ -33,7 +33,7 @@ from broker import (DecisionWatch, LatencyProbe, Process, create_namespace, dele
                     record_counts)
 from workload import Workload, build_workload, check_decision_layout, decision_id, proposal_id  # noqa: E402
 
-from hub import localkafka  # noqa: E402
+from localdev import kafka as localkafka  # noqa: E402
 from hub.domain.rules import Rules  # noqa: E402
 from hub.serde.store import SchemaStore  # noqa: E402
 from hub.serde.wire import AvroCodec, registry_from_settings  # noqa: E402

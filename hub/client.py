@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: Answers kept for a later ``answer(event_id)`` call, newest last.
 KEPT_ANSWERS = 10_000
+#: How long ``stop`` waits for the producer to hand on what it holds.
+STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,9 @@ class HubClient:
             if not waiter.done():
                 waiter.cancel()
         if self._producer is not None:
-            await _quietly(self._producer.stop())
+            # bounded: with Kafka away, aiokafka waits for an undelivered batch forever (what was not
+            # delivered is still in the sender's outbox, if it has one: nothing is lost)
+            await _quietly(asyncio.wait_for(self._producer.stop(), STOP_TIMEOUT_S))
         if self._consumer is not None:
             await _quietly(self._consumer.stop())
         if self._read_model is not None:

@@ -103,7 +103,12 @@ class CrmWebhook:
         except CrmRecordRefused as exc:
             await self.emit([Unmappable(body, f"not a change event: {exc}", error=exc)])
             return web.json_response({"dead_lettered": str(exc)})
+        jumped = event.replay_id is not None and self._last_replay is not None and event.replay_id > self._last_replay + 1
+        if event.replay_id is not None:  # every event counts, ignored ones too: a jump means some were lost
+            self._last_replay = max(event.replay_id, self._last_replay or 0)
         if is_own_write(event, self.client_id) or event.entity_name != "Opportunity":
+            if jumped and self.on_gap is not None:
+                self.on_gap()
             return web.json_response({"ignored": event.entity_name})
         changes: list[OutsideChange | Unmappable] = []
         for record_id in event.record_ids:
@@ -114,9 +119,6 @@ class CrmWebhook:
                 continue
             if (change := await asyncio.to_thread(opportunity_change, self.client, opp)) is not None:
                 changes.append(change)
-        jumped = event.replay_id is not None and self._last_replay is not None and event.replay_id > self._last_replay + 1
-        if event.replay_id is not None:
-            self._last_replay = max(event.replay_id, self._last_replay or 0)
         if (event.change_type.startswith("GAP_") or jumped) and self.on_gap is not None:
             self.on_gap()  # events were lost: poll now, and re-read what changed since the cursor
         await self.emit(changes)

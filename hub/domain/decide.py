@@ -18,8 +18,9 @@ The rules (../shared/DOMAIN.md):
    reference it names the order by is the order's first cross-reference. An UPDATE to an
    unknown order is rejected.
 4. An existing order: ``base_version`` newer than the current version is rejected.
-   Fields the proposal changes that were also changed since ``base_version``, to another
-   value, are conflicts; the same value on both sides converges; the rest merges cleanly.
+   Fields the proposal changes that were also changed since ``base_version``, by another
+   writer, to another value, are conflicts; the same value on both sides converges; a field its
+   own writer (same system and actor) changed since is superseded; the rest merges cleanly.
    A CREATE for an order that exists (a race, or a retry with a new id) is merged as an
    update from version 0, so it converges or conflicts but never makes a second order.
 5. Conflicts go by each field's policy: ``owner_wins`` (the owning system's value wins,
@@ -307,7 +308,7 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
         current = state.fields.get(path)
         if value == (current.value if current else None):
             continue  # converges: both sides want the same value
-        if path == STATUS_PATH or current is None or current.version <= base:
+        if path == STATUS_PATH or current is None or current.version <= base or _own(current, proposal):
             clean[path] = value
             continue
         conflict = _field_conflict(path, current, value, base, proposal, rules)
@@ -347,6 +348,13 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
         conflict = _conflicted(kind, state, proposal, base, conflicts, version, at).conflict
         decision = replace(decision, conflict=conflict)
     return decision
+
+
+def _own(current: FieldState, proposal: ChangeProposal) -> bool:
+    """Whether the field's current value is the proposal's own writer's (same system, same actor): a
+    writer's later proposal supersedes its own earlier value, it does not conflict with it (an offline
+    client's queued edits all carry the base version it last saw)."""
+    return current.system == proposal.source_system and current.actor == proposal.actor.id
 
 
 def _field_conflict(path: str, current: FieldState, value: str | None, base: int,

@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 #: A proposal that "changes" this path asks for a hard delete, which nobody may do.
 DELETE_PATH = "deleted"
@@ -215,11 +215,12 @@ def kind_of(path: str) -> FieldKind | None:
     return HEADER_FIELDS.get(path)
 
 
-def field_values(snapshot: dict[str, Any]) -> dict[str, str]:
+def field_values(snapshot: dict[str, Any], only: Iterable[str] | None = None) -> dict[str, str]:
     """Every canonical field an order snapshot holds (``OrderSnapshot.model_dump(mode="json")``), by
-    path, as canonical JSON: what a connector compares its outside values with, so an echo of the
-    hub's own values is recognised whatever its spelling."""
+    path, as canonical JSON (``only``: just these paths): what a connector compares its outside
+    values with, so an echo of the hub's own values is recognised whatever its spelling."""
     values: dict[str, str] = {}
+    wanted = None if only is None else set(only)
 
     def put(path: str, kind: FieldKind, container: Any, keys: list[str]) -> None:
         value = container
@@ -235,8 +236,11 @@ def field_values(snapshot: dict[str, Any]) -> dict[str, str]:
             values[path] = canonical
 
     for path, kind in HEADER_FIELDS.items():
-        put(path, kind, snapshot, path.split("."))
+        if wanted is None or path in wanted:
+            put(path, kind, snapshot, path.split("."))
     for line in snapshot.get("lines") or []:
         for attr, kind in LINE_FIELDS.items():
-            put(f"lines.{line['line_no']}.{attr}", kind, line, attr.split("."))
+            path = f"lines.{line['line_no']}.{attr}"
+            if wanted is None or path in wanted:
+                put(path, kind, line, attr.split("."))
     return values

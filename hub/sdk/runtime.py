@@ -187,7 +187,7 @@ class ConnectorRuntime:
         # an echo is dropped only when the hub's snapshot has caught up with this instance's own last
         # proposal for the object; before that the hub decides (UNCHANGED when it is one)
         if known is not None and self.store.settled(change.ref.key, known.version):
-            current = field_values(known.model_dump(mode="json"))
+            current = field_values(known.model_dump(mode="json"), only=values)  # the paths it touches
             values = {path: value for path, value in values.items() if not _same(path, value, current)}
             known_refs = {r.key for r in known.external_refs}
             refs = [r for r in refs if r.key not in known_refs]
@@ -228,24 +228,39 @@ class ConnectorRuntime:
             if not self._online:
                 await self.client.start()
                 self._online = True
-            results = await self.client.send_records(
-                [(getattr(self.topics, r.role), r.key.encode(), r.value, r.headers) for r in pending])
-            outage = None
-            for record, error in zip(pending, results):
-                if error is None:
-                    await asyncio.to_thread(self.store.sent, record.seq)
-                    self.counts["sent"] += 1
-                elif isinstance(error, BrokerUnavailable):
-                    outage = outage or error
-                else:  # Kafka will never take it: keep it aside with why, and go on
-                    log.error("%s: Kafka refused %s for good (%s); held in %s", self.instance, record.event_id,
-                              error, self.store.path)
-                    await asyncio.to_thread(self.store.hold, record, f"{type(error).__name__}: {error}")
-                    self.counts["held"] += 1
-            if outage is not None:
-                await self.client.stop()  # a fresh producer after the outage
-                self._online = False
-                raise outage
+            # a cursor is published only after every record before it is on Kafka (another topic: sent
+            # with them, it could overtake them), and only the batch's last one (it supersedes the others)
+            records = [r for r in pending if r.role != "connector_cursors"]
+            cursors = [r for r in pending if r.role == "connector_cursors"]
+            done = await self._send(records)
+            if cursors and done == len(records):
+                if await self._send(cursors[-1:]) == 1:
+                    await asyncio.to_thread(self.store.sent_seqs, [c.seq for c in cursors[:-1]])
+
+    async def _send(self, records: list[Pending]) -> int:
+        """Send records; forget those Kafka took (one transaction), hold those it refuses for good; how
+        many are settled. Raises BrokerUnavailable (after settling the rest) when Kafka is away."""
+        if not records:
+            return 0
+        results = await self.client.send_records(
+            [(getattr(self.topics, r.role), r.key.encode(), r.value, r.headers) for r in records])
+        taken = [r.seq for r, error in zip(records, results) if error is None]
+        await asyncio.to_thread(self.store.sent_seqs, taken)
+        self.counts["sent"] += len(taken)
+        outage = None
+        for record, error in zip(records, results):
+            if isinstance(error, BrokerUnavailable):
+                outage = outage or error
+            elif error is not None:  # Kafka will never take it: keep it aside with why, and go on
+                log.error("%s: Kafka refused %s for good (%s); held in %s", self.instance, record.event_id,
+                          error, self.store.path)
+                await asyncio.to_thread(self.store.hold, record, f"{type(error).__name__}: {error}")
+                self.counts["held"] += 1
+        if outage is not None:
+            await self.client.stop()  # a fresh producer after the outage
+            self._online = False
+            raise outage
+        return len(records)
 
     # --- the hub's last word on every order, and its answers to this instance ----------------
 

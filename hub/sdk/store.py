@@ -18,12 +18,13 @@ the hub last said about each order. One SQLite file per instance.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from hub.events import ExternalRef, OrderSnapshot
 
@@ -74,6 +75,17 @@ class ConnectorStore:
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One transaction (one fsync) around several statements; the caller holds the lock."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
     def close(self) -> None:
         """Close the file (after whatever another thread is doing with it)."""
         with self._lock:
@@ -114,9 +126,16 @@ class ConnectorStore:
                 for seq, event_id, role, key, value, headers in rows]
 
     def sent(self, upto_seq: int) -> None:
-        """Forget every proposal up to ``upto_seq``: Kafka has them."""
+        """Forget every record up to ``upto_seq``: Kafka has them."""
         with self._lock:
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (upto_seq,))
+
+    def sent_seqs(self, seqs: list[int]) -> None:
+        """Forget these records, in one transaction: Kafka has them."""
+        if not seqs:
+            return
+        with self._lock, self._transaction():
+            self._db.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in seqs])
 
     def waiting(self, role: str | None = None) -> int:
         """How many records (of one role: proposals, dead_letters, connector_cursors) wait for Kafka."""
@@ -148,7 +167,7 @@ class ConnectorStore:
 
     def answered(self, answers: Iterable[tuple[str, int | None]]) -> None:
         """Record the hub's answers to this instance's proposals: ``(event_id, version after it)``."""
-        with self._lock:
+        with self._lock, self._transaction():
             self._db.executemany("INSERT OR REPLACE INTO answered (event_id, version) VALUES (?, ?)", list(answers))
 
     def settled(self, ref: str, known_version: int) -> bool:

@@ -209,11 +209,25 @@ def test_a_conflict_says_when_its_base_value_is_older_than_the_kept_history() ->
     assert (recent.base_value, recent.base_value_known) == (f'"{names[-2]}"', True)
     fresh = created()
     fresh, _ = run([proposal("c1", {"contact": "Jane"}, base=1, system="HUB", role="sales")], fresh)
-    (empty,) = decide_one(fresh, proposal("e", {"contact": "Joe"}, base=1, system="HUB", role="sales")).conflict.fields
+    (empty,) = decide_one(fresh, proposal("e", {"contact": "Joe"}, base=1, system="HUB", role="sales",
+                                          actor_id="kim")).conflict.fields
     assert (empty.base_value, empty.base_value_known) == (None, True)  # contact really was empty at v1
 
 
 # --- conflicts ------------------------------------------------------------------------
+
+
+def test_a_writer_supersedes_its_own_value_changed_since_its_base() -> None:
+    """An offline writer's queued edits all carry the base it last saw: its later edit of a field it
+    changed itself since is applied, not a conflict; another writer of the same system still conflicts."""
+    state = created()
+    state, (first, again, other) = run([
+        proposal("po-1", {"customer_po_number": "PO-1"}, base=1, system="CRM", actor_id="anna"),
+        proposal("po-2", {"customer_po_number": "PO-2"}, base=1, system="CRM", actor_id="anna"),
+        proposal("po-3", {"customer_po_number": "PO-3"}, base=1, system="CRM", actor_id="ben"),
+    ], state)
+    assert (first.kind, again.kind) == (DecisionKind.APPLIED, DecisionKind.MERGED) and again.conflict is None
+    assert other.conflict is not None and other.conflict.fields[0].current_writer.actor_id == "anna"
 
 
 def test_conflict_record_carries_base_current_proposed_both_writers_policy_and_outcome() -> None:

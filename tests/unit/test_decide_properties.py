@@ -102,6 +102,7 @@ class OrderModel:
     values: dict[str, str | None] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     writers: dict[str, str] = field(default_factory=dict)
+    actors: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     change_versions: list[tuple[int, int]] = field(default_factory=list)
 
@@ -206,6 +207,7 @@ def check_against_model(run: Run) -> dict[str, OrderModel]:
         expected_conflicts = {
             path for path, value in proposed.items()
             if existed and path != STATUS_PATH and value != model.values.get(path) and model.versions.get(path, 0) > base
+            and (model.writers.get(path), model.actors.get(path)) != (prop.source_system, prop.actor.id)
         }
         got = {c.field: c for c in decision.conflict.fields} if decision.conflict else {}
         assert set(got) == expected_conflicts, where
@@ -240,6 +242,7 @@ def check_against_model(run: Run) -> dict[str, OrderModel]:
             model.values[diff.field] = diff.after
             model.versions[diff.field] = change.version
             model.writers[diff.field] = prop.source_system
+            model.actors[diff.field] = prop.actor.id
         model.version = change.version
         model.change_versions.append((change.previous_version, change.version))
     return models
