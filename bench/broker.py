@@ -389,3 +389,16 @@ class Process:
     def tail(self, lines: int = 30) -> str:
         """The end of the log."""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """The installed version of each package ("-" when it is not installed): what a figure was measured with."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "-"
+    return found

@@ -37,7 +37,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also under runpy
 
-from broker import create_namespace, delete_namespace, machine_ticks, new_namespace  # noqa: E402
+from broker import create_namespace, delete_namespace, machine_ticks, new_namespace, package_versions  # noqa: E402
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
@@ -590,17 +590,9 @@ def table(figures: dict[str, Any]) -> str:
 
 def environment(settings: Settings, workdir: Path) -> dict[str, Any]:
     """What the figures were measured on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "-"
-
     return {"kafka_version": settings.kafka_version, "bootstrap_servers": settings.bootstrap_servers,
             "python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "aiokafka": v("aiokafka"), "fastavro": v("fastavro"), "pydantic": v("pydantic"),
+            **package_versions("aiokafka", "fastavro", "pydantic"),
             "sqlite": sqlite3.sqlite_version, "fsync_ms": fsync_ms(workdir)}
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also under runpy
 
-from broker import (DecisionWatch, LatencyProbe, Process, create_namespace, delete_namespace,  # noqa: E402
+from broker import (DecisionWatch, LatencyProbe, Process, create_namespace, delete_namespace, package_versions,  # noqa: E402
                     machine_ticks, mean_value_bytes, new_namespace, percentile, produce, read_records,
                     record_counts)
 from workload import Workload, build_workload, check_decision_layout, decision_id, proposal_id  # noqa: E402
@@ -437,18 +437,10 @@ def table(figures: dict[str, Any]) -> str:
 
 def environment(settings: Settings) -> dict[str, Any]:
     """What the figures were measured on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def v(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "-"
-
+    packages = package_versions("faust-streaming", "aiokafka", "quixstreams", "fastavro", "pydantic")
     return {"kafka_version": settings.kafka_version, "bootstrap_servers": settings.bootstrap_servers,
             "python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "faust": v("faust-streaming"), "aiokafka": v("aiokafka"), "quixstreams": v("quixstreams"),
-            "fastavro": v("fastavro"), "pydantic": v("pydantic")}
+            "faust": packages["faust-streaming"], **{k: v for k, v in packages.items() if k != "faust-streaming"}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

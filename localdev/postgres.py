@@ -17,7 +17,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -72,14 +71,14 @@ def up(settings: Settings, port: int = DEFAULT_PORT) -> str:
     if running is None:
         if not (data / "PG_VERSION").is_file():
             _initdb(bins, data)
-        if not _port_free(port):
+        if process.answers(port):
             raise ConfigError(f"port {port} on 127.0.0.1 is taken by a process that is not this local PostgreSQL")
         done = _run_as_server([bins / "pg_ctl", "start", "-D", data, "-l", data / "server.log", "-w",
                                "-t", str(int(START_TIMEOUT)), "-o", f"-p {port}"], timeout=START_TIMEOUT + 10)
         running = _postmaster(data)
         if done.returncode != 0 or running is None:
             raise ConfigError(f"local PostgreSQL did not start: {done.stdout}{done.stderr}\n"
-                              f"end of {data / 'server.log'}:\n{_tail(data / 'server.log')}")
+                              f"end of {data / 'server.log'}:\n{process.tail(data / 'server.log')}")
     port = running[1]
     _wait_ready(bins, port, time.monotonic() + START_TIMEOUT)
     _ensure_database(bins, port)
@@ -96,9 +95,9 @@ def down(settings: Settings) -> list[int]:
     pg_ctl = bindir() / "pg_ctl"
     _run_as_server([pg_ctl, "stop", "-D", data, "-m", "fast", "-w", "-t", str(int(STOP_TIMEOUT))],
                    timeout=STOP_TIMEOUT + 10)
-    if not _wait_until(lambda: not _alive(pid), 5.0):
+    if not process.wait_until(lambda: not _alive(pid), 5.0):
         _run_as_server([pg_ctl, "stop", "-D", data, "-m", "immediate", "-w"], timeout=STOP_TIMEOUT)
-        if not _wait_until(lambda: not _alive(pid), STOP_TIMEOUT):
+        if not process.wait_until(lambda: not _alive(pid), STOP_TIMEOUT):
             raise ConfigError(f"local PostgreSQL (pid {pid}) did not stop; see {data / 'server.log'}")
     return [pid]
 
@@ -155,7 +154,7 @@ def _ensure_database(bins: Path, port: int) -> None:
 
 def _wait_ready(bins: Path, port: int, deadline: float) -> None:
     cmd = [bins / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", "postgres"]
-    if not _wait_until(lambda: subprocess.run(cmd).returncode == 0, deadline - time.monotonic()):
+    if not process.wait_until(lambda: subprocess.run(cmd).returncode == 0, deadline - time.monotonic()):
         raise ConfigError(f"local PostgreSQL on 127.0.0.1:{port} did not accept connections in time")
 
 
@@ -181,24 +180,3 @@ def _postmaster(data: Path) -> tuple[int, int] | None:
 
 def _alive(pid: int) -> bool:
     return process.alive(pid)
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) != 0
-
-
-def _wait_until(condition, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-    return True
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
