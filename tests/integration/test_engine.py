@@ -121,7 +121,8 @@ async def test_creation_by_reference_assigns_one_order_and_number(engine: Settin
     crm = unique_ref()
     first, racing = ids("create", 2)
     create = by_reference(creation(first, refs=[crm]), crm)
-    race = by_reference(creation(racing, {"customer.name": "ACME AG"}, refs=[crm]), crm)
+    # another CRM user: a writer superseding its own value would not be a conflict
+    race = by_reference(creation(racing, {"customer.name": "ACME AG"}, refs=[crm], actor_id="ben"), crm)
     await send(engine, create, create, race)  # the first one twice: a redelivery
     out = await outcomes(engine, {first, racing})
 
