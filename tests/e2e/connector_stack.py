@@ -14,10 +14,9 @@ import contextlib
 import datetime as dt
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import httpx
 from aiokafka.structs import ConsumerRecord
@@ -225,14 +224,3 @@ def proposals(records: list[ConsumerRecord]) -> list[ChangeProposal]:
 def snapshots(records: list[ConsumerRecord]) -> list[OrderSnapshot]:
     """The order snapshots among ``records`` (tombstones left out)."""
     return decoded(records, OrderSnapshot.from_avro)
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float, what: str | Callable[[], str]) -> T:
-    """Await ``check()`` every 0.2 s until it returns something truthy, and return that; AssertionError
-    naming ``what`` after ``timeout`` seconds (for async outside systems: OPC UA)."""
-    deadline = time.monotonic() + timeout
-    while not (found := await check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
-        await asyncio.sleep(0.2)  # the polling interval of a condition with a deadline
-    return found

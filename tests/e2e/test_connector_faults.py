@@ -25,10 +25,10 @@ from hub.settings import Settings
 from localdev import kafka as localkafka, mosquitto, process
 from localdev.sandboxes import mes, salesforce, sap
 from localdev.sandboxes.salesforce import NewOpportunity, SalesDesk, line
-from tests.e2e.connector_stack import (CrmPeer, answers, changes_of, dead_letter, deliver_signed, erp_config, eventually,
+from tests.e2e.connector_stack import (CrmPeer, answers, changes_of, dead_letter, deliver_signed, erp_config,
                                        latest_replay_id, opportunity_ref, order_changes, own_kafka_settings,
                                        proposals, read_until, running, snapshots, why, won_event)
-from tests.integration.kafka_helpers import poll_until
+from tests.integration.kafka_helpers import eventually, poll_until
 from tests.services import namespaced_settings
 
 pytestmark = pytest.mark.integration

@@ -13,13 +13,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from hub.settings import PROJECT_DIR, Settings
+
+T = TypeVar("T")
 
 
 async def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes, int | None]]) -> int:
@@ -63,19 +65,26 @@ class TopicReader:
             await consumer.stop()
 
 
-async def poll_until(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str],
-                     interval: float = 0.2) -> None:
-    """Check ``condition`` every ``interval`` seconds until it holds; AssertionError after ``timeout``
-    (``what`` may be a callable, to describe the state it timed out in).
+async def eventually(check: Callable[[], Awaitable[T]], timeout: float, what: str | Callable[[], str],
+                     interval: float = 0.2) -> T:
+    """Await ``check()`` every ``interval`` seconds until it returns something truthy, and return that;
+    AssertionError after ``timeout`` (``what`` may be a callable, to describe the state it timed out in).
 
-    For state outside Kafka (a SQL read model) that offers nothing to block on. The pause
-    is the polling interval of a condition with a deadline, never a wait for something to happen.
+    For state outside Kafka (a SQL read model, an OPC UA server) that offers nothing to block on. The
+    pause is the polling interval of a condition with a deadline, never a wait for something to happen.
     """
     deadline = time.monotonic() + timeout
-    while not await asyncio.to_thread(condition):
+    while not (found := await check()):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         await asyncio.sleep(interval)
+    return found
+
+
+async def poll_until(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str],
+                     interval: float = 0.2) -> None:
+    """``eventually`` for a blocking ``condition`` (run off the event loop)."""
+    await eventually(lambda: asyncio.to_thread(condition), timeout, what, interval)
 
 
 async def delete_namespace_topics(settings: Settings, namespace: str) -> None:

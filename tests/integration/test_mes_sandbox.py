@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +28,7 @@ from hub.events import Instruction, OrderRelease, ReleaseLine
 from localdev import mosquitto, process
 from localdev.sandboxes import mes
 from localdev.sandboxes.mes import ShopFloor
+from tests.integration.kafka_helpers import eventually as polled
 
 pytestmark = pytest.mark.integration
 
@@ -91,14 +91,12 @@ def job(order_number: str = "ORD-2026-03-000123", line_no: int = 10) -> JobOrder
 
 async def eventually(read: Callable[[], Awaitable[T]], holds: Callable[[T], bool], what: str) -> T:
     """Poll ``read`` until ``holds`` is true of its value, failing after DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        value = await read()
-        if holds(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {DEADLINE} s: {what}; last value {value!r}")
-        await asyncio.sleep(0.05)
+    last: list[T] = []
+
+    async def check() -> T | None:
+        last[:] = [await read()]
+        return last[0] if holds(last[0]) else None
+    return await polled(check, DEADLINE, lambda: f"{what}; last value {last[0] if last else None!r}", 0.05)
 
 
 async def state_of(client: JobOrderReceiverClient, job_order_id: str) -> JobState | None:
