@@ -39,7 +39,7 @@ from hub.client import HubClient
 from hub.domain.fields import canonical_json, field_values, kind_of
 from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, RetriableError, UndecodableRecord, UnmappableRecord
 from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
-                        ProposalAnswer, ProposalIntent)
+                        ProposalAnswer, ProposalIntent, ProposalOutcome)
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
 from hub.sdk.store import ConnectorStore, Pending
 from hub.settings import Settings
@@ -52,6 +52,8 @@ T = TypeVar("T")
 BACKOFF = wait_exponential(multiplier=0.5, max=30)
 #: What an outside system's call may raise and pass by itself: retried, never dead-lettered.
 TRANSIENT = (RetriableError, OSError, TimeoutError)
+#: Answers to this instance's proposals that its log names (the rest took effect or changed nothing).
+_REFUSED = (ProposalOutcome.REJECTED, ProposalOutcome.PARKED, ProposalOutcome.KEPT, ProposalOutcome.UNKNOWN)
 #: How long a stopping instance waits for the sink batch in hand.
 STOP_WAIT_S = 30.0
 
@@ -296,6 +298,9 @@ class ConnectorRuntime:
                             snapshots.append(OrderSnapshot.from_avro(value))
                         elif value["source_system"] == self.connector.system:
                             answer = ProposalAnswer.from_avro(value)
+                            if answer.outcome in _REFUSED:  # what a person reading the log wants to know
+                                log.info("%s: the hub answered %s to %s%s", self.instance, answer.outcome.value,
+                                         answer.event_id, f": {answer.message}" if answer.message else "")
                             answered.append((answer.event_id, answer.version if answer.version is not None
                                              else answer.made_version))
                 if answered:

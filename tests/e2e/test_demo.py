@@ -33,7 +33,11 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     try:
         assert Stack.read(settings) == stack
         assert any(line.startswith("CRM sandbox  https://127.0.0.1:") for line in said)
-        run = asyncio.run(run_demo(settings, said.append))
+        try:
+            run = asyncio.run(run_demo(settings, said.append))
+        except Exception:
+            _tell_what_the_stack_said(settings)
+            raise
         erp_orders = sap.sales_orders_with_text(stack.erp["url"], "ZHUB", run.order_id)
     finally:
         stop_all()
@@ -58,3 +62,13 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     assert [c.event_id for c in parked] == [run.parked_event_id]
     assert len(erp_orders) == 1
     assert len(run.job_ids) == 2
+
+
+def _tell_what_the_stack_said(settings: Settings) -> None:
+    """When the demo fails: the tail of every log the stack wrote, printed with the failure."""
+    for log in sorted(settings.state_dir.rglob("*.log")):
+        if "faust" in log.parts:
+            continue  # RocksDB's write-ahead logs
+        lines = log.read_text(errors="replace").splitlines()
+        print(f"--- {log.relative_to(settings.state_dir)} (last 40 of {len(lines)} lines)")
+        print("\n".join(lines[-40:]))
