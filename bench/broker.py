@@ -25,9 +25,8 @@ from aiokafka.structs import TopicPartition
 from hub import topics as hub_topics
 from hub.settings import PROJECT_DIR, Settings
 
-#: Lines a faust worker prints once it is ready: ``[^Worker]: Ready`` at log level info,
-#: the progress spinner's `` OK ^`` at warn and above (stderr is not a terminal).
-READY_MARKS = (b"[^Worker]: Ready", b" OK ^")
+#: What Quix Streams logs around restoring state from a changelog (the bench times the gap).
+RECOVERY_BEGINS, RECOVERY_ENDS = b"Beginning recovery check", b"Recovery process complete"
 
 
 def new_namespace(purpose: str) -> str:
@@ -89,28 +88,6 @@ async def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes 
         await producer.stop()
 
 
-async def record_counts(settings: Settings, names: list[str]) -> dict[str, int]:
-    """Records per topic (end minus beginning offsets, summed over partitions)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        counts = {}
-        for name in names:
-            partitions = consumer.partitions_for_topic(name) or set()
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(name) or set()
-            tps = [TopicPartition(name, p) for p in partitions]
-            if not tps:
-                counts[name] = 0
-                continue
-            ends, begins = await consumer.end_offsets(tps), await consumer.beginning_offsets(tps)
-            counts[name] = sum(ends[tp] - begins[tp] for tp in tps)
-        return counts
-    finally:
-        await consumer.stop()
-
-
 async def read_records(settings: Settings, topic: str, n: int, timeout: float) -> float:
     """Read ``n`` records of ``topic`` from the beginning with a plain consumer; the seconds it took
     from the first fetch request (the transport's read limit for this workload)."""
@@ -137,25 +114,63 @@ async def read_records(settings: Settings, topic: str, n: int, timeout: float) -
         await consumer.stop()
 
 
-async def mean_value_bytes(settings: Settings, topic: str, timeout: float = 60) -> int:
-    """Mean value size of a topic's records, read from the beginning to the end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False)
+async def changelog_topics(settings: Settings) -> list[str]:
+    """The engine's state changelogs in the namespace of ``settings`` (its runtime names them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        return sorted(t for t in await admin.list_topics() if t.startswith(f"changelog__{settings.topic_namespace}"))
+    finally:
+        await admin.close()
+
+
+@dataclass
+class ChangelogRead:
+    """One plain read of a changelog from its beginning to its end offsets."""
+
+    records: int
+    read_s: float
+    mean_value_bytes: int
+    #: The size of each key's last value (what a rebuilt table holds), mean and largest.
+    last_value_mean_bytes: int
+    last_value_max_bytes: int
+
+
+async def read_changelog(settings: Settings, topic: str, timeout: float = 120) -> ChangelogRead:
+    """Read ``topic`` whole with a plain consumer, timed: the floor a table rebuild is compared with."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     try:
-        await consumer._client.force_metadata_update()
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
+        began = time.monotonic()
         total = sizes = 0
-        deadline = time.monotonic() + timeout
+        last: dict[bytes, int] = {}
+        deadline = began + timeout
         while time.monotonic() < deadline and [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=200)).values():
+            for records in (await consumer.getmany(timeout_ms=200, max_records=10000)).values():
                 total += len(records)
-                sizes += sum(len(r.value or b"") for r in records)
-        return round(sizes / max(total, 1))
+                for record in records:
+                    sizes += len(record.value or b"")
+                    last[record.key] = len(record.value or b"")
+        read_s = time.monotonic() - began
+        kept = [size for size in last.values() if size]
+        return ChangelogRead(total, read_s, round(sizes / max(total, 1)), round(sum(kept) / max(len(kept), 1)),
+                             max(kept, default=0))
     finally:
         await consumer.stop()
+
+
+async def _partitions(settings: Settings, topic: str) -> set[int]:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        return set(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
 
 
 @dataclass
@@ -290,7 +305,7 @@ def percentile(values: list[float], share: float) -> float:
 
 
 class Process:
-    """A process under test (a faust worker, or a loop from ``contestants.py``), ended by its PID.
+    """A process under test (an engine worker, or a loop from ``contestants.py``), ended by its PID.
 
     Its output goes to a log file; ``mark`` finds lines in it, ``events`` reads the JSON lines
     the contestant loops print (``{"bench": "first", "t": ...}``).
@@ -298,6 +313,8 @@ class Process:
 
     def __init__(self, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
         self.argv, self.log_path, self.env = argv, log_path, env
+        #: Where it runs (the project; a checked-out earlier commit for the ``before`` measurement).
+        self.cwd = PROJECT_DIR
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
         self.killed = False
@@ -325,7 +342,7 @@ class Process:
         log = self.log_path.open("ab")
         self._offset = self.log_path.stat().st_size
         self.started_at = time.time()
-        self.process = subprocess.Popen(self.argv, cwd=PROJECT_DIR, env=self.env, stdout=log,
+        self.process = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT)
         log.close()
         return self
@@ -354,7 +371,7 @@ class Process:
         """The ``{"bench": ...}`` JSON lines the process printed."""
         found = []
         for line in self.text().splitlines():
-            start = line.find(b'{"bench"')  # a faust spinner may share the line
+            start = line.find(b'{"bench"')
             if start >= 0:
                 found.append(json.loads(line[start:]))
         return found
@@ -370,8 +387,21 @@ class Process:
         return time.time()
 
     async def wait_ready(self, timeout: float) -> float:
-        """For a faust worker: the time its ready line appeared."""
-        return await self.wait_for(lambda text: any(mark in text for mark in READY_MARKS), timeout)
+        """For an engine worker: the time its ready line appeared."""
+        from hub.streams.app import READY
+
+        return await self.wait_for(lambda text: READY.encode() in text, timeout)
+
+    def logged_at(self, mark: bytes) -> float | None:
+        """When this run first logged a line containing ``mark`` (its ``[YYYY-mm-dd HH:MM:SS,mmm]``
+        stamp, local time, as the worker's log format and Quix's print it), None if not yet."""
+        import datetime as dt
+
+        for line in self.text().splitlines():
+            if mark in line and line.startswith(b"["):
+                stamp = line[1:line.index(b"]")].decode()
+                return dt.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        return None
 
     def stop(self, timeout: float = 30) -> float:
         """SIGTERM, wait; SIGKILL if it does not end in time. The seconds it took to end."""

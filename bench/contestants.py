@@ -5,13 +5,12 @@
     python bench/contestants.py raw   --namespace NS   # proposals -> proposals-by-order, bytes untouched
     python bench/contestants.py bare  --namespace NS   # hub.streams.core.Engine in a bare aiokafka loop
     python bench/contestants.py quix  --namespace NS --state-dir DIR   # the same Engine under Quix Streams
-    python bench/contestants.py faust-raw --namespace NS --state-dir DIR  # the raw loop as one faust agent
 
 Each consumes the namespace's proposals topic from the earliest offset in its own consumer
 group and runs until SIGTERM. It prints ``{"bench": "ready", "t": ...}`` once it has its
 partitions and ``{"bench": "first", "t": ...}`` when it takes its first record (wall clock),
 so the benchmark can start its clock there; outputs are counted by the benchmark's own
-consumer, exactly as for the faust worker. ``--profile FILE`` writes a cProfile of the run.
+consumer, exactly as for the engine's worker. ``--profile FILE`` writes a cProfile of the run.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
 
-#: Like the faust app: input offsets committed every 2.8 s (ORDERHUB_COMMIT_INTERVAL_S default).
+#: Like the engine: input offsets committed every 2.8 s (ORDERHUB_COMMIT_INTERVAL_S default).
 COMMIT_INTERVAL_S = 2.8
 
 
@@ -46,7 +45,7 @@ def say(event: str, **fields: Any) -> None:
 
 
 def engine_for(settings: Settings, topics: TopicNames) -> Engine:
-    """The engine exactly as the faust app builds it."""
+    """The engine exactly as the worker builds it."""
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
     return Engine(codec, Rules.load(settings.ownership_file), topics)
 
@@ -65,7 +64,7 @@ class _Loop:
         consumer = AIOKafkaConsumer(self.source, bootstrap_servers=self.settings.bootstrap_servers,
                                     group_id=self.group, auto_offset_reset="earliest", enable_auto_commit=True,
                                     auto_commit_interval_ms=int(COMMIT_INTERVAL_S * 1000))
-        # as the faust app's producer: acks=all, no linger, default batch size
+        # as the engine's producer: acks=all, no linger, default batch size
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all", linger_ms=0)
         await consumer.start()
         await producer.start()
@@ -104,11 +103,9 @@ class RawLoop(_Loop):
 class BareEngineLoop(_Loop):
     """The engine's two stages in one process: resolve, then decide what was forwarded.
 
-    The forwarded proposal is produced to the by-order topic (as the faust app does) and decided
-    at once instead of being read back. The tables are plain dicts; reference links the engine
-    emits are applied to the references dict directly (faust's ``link`` agent reads them back).
-    ``committed_offset`` is None, so every order keeps its last 63 decisions' outputs (faust
-    keeps those since the last commit).
+    The forwarded proposal is produced to the by-order topic (as the worker's router does) and
+    decided at once instead of being read back. The tables are plain dicts; reference links the
+    engine emits are applied to the references dict directly (the worker's router reads them back).
     """
 
     def __init__(self, settings: Settings, group: str, topics: TopicNames) -> None:
@@ -125,7 +122,7 @@ class BareEngineLoop(_Loop):
         inbound = Inbound(record.topic, record.partition, record.offset, record.timestamp, record.key, record.value)
         try:
             forwarded = self.engine.resolve(inbound, self.references)
-        except Exception as exc:  # as the faust agent: park the record, go on
+        except Exception as exc:  # as the worker: park the record, go on
             forwarded = [dead_letter(self.topics, inbound, "resolve", exc)]
         for out in forwarded:
             await self._send(producer, out, record.timestamp)
@@ -166,7 +163,7 @@ def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path
         from quixstreams.models.serializers import Serializer
         from quixstreams.state.rocksdb import RocksDBOptions
     except ImportError as exc:
-        raise SystemExit("the Quix peer needs quixstreams: pip install 'orderhub[bench]'") from exc
+        raise SystemExit("the Quix peer needs quixstreams (a dependency of orderhub)") from exc
 
     class OutboundValue(Serializer):
         """Writes an ``Outbound``'s bytes as they are (the engine has encoded them already)."""
@@ -184,7 +181,7 @@ def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path
     proposals = app.topic(topics.proposals, value_serializer="bytes", **raw)
     outputs = {name: app.topic(name, value_serializer=OutboundValue(), **raw) for name in (
         topics.changes, topics.state, topics.conflicts, topics.rejections, topics.releases, topics.ref_links,
-        topics.dead_letters)}
+        topics.answers, topics.dead_letters)}
     side = app.get_producer()
     first = [True]
 
@@ -201,27 +198,23 @@ def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path
                 side.produce(out.topic, out.value, out.key, headers=list(out.headers) or None, timestamp=timestamp)
         return forwarded
 
-    class OrderTable:
-        """The order's state in Quix State (its own key); the order-number counter under a shared prefix."""
+    class OrderTable(dict):
+        """The order's state in Quix State (the record's own key)."""
 
-        def __init__(self, state: Any, key: bytes) -> None:
-            self.state, self.key = state, key
+        def __init__(self, state: Any) -> None:
+            super().__init__()
+            self.state = state
 
         def get(self, key: bytes, default: Any = None) -> Any:
-            if key == self.key:
-                return self.state.get_bytes(b"order", default)
-            return self.state._transaction.get_bytes(key, prefix=b"__bench__", default=default)
+            return self.state.get_bytes(b"order", default)
 
         def __setitem__(self, key: bytes, value: bytes) -> None:
-            if key == self.key:
-                self.state.set_bytes(b"order", value)
-            else:
-                self.state._transaction.set_bytes(key, value, prefix=b"__bench__")
+            self.state.set_bytes(b"order", value)
 
     def decide(value: bytes, key: bytes, timestamp: int, headers: Any, state: Any) -> list[Outbound]:
         ctx = message_context()
         record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value)
-        decided = engine.decide(record, OrderTable(state, key), None)
+        decided = engine.decide(record, OrderTable(state), None)
         for out in decided:
             if out.topic == topics.ref_links:
                 engine.link_reference(Inbound(out.topic, 0, 0, timestamp, out.key, out.value), references)
@@ -239,37 +232,12 @@ def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path
         side.flush()
 
 
-def run_faust_raw(settings: Settings, group: str, topics: TopicNames, state_dir: Path, log_level: str) -> None:
-    """The raw loop as one faust agent, configured like the engine's app: faust's own cost per record."""
-    import faust
-
-    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    app = faust.App(group, broker=[f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")],
-                    datadir=str(state_dir), topic_partitions=6, consumer_auto_offset_reset="earliest",
-                    broker_commit_interval=COMMIT_INTERVAL_S, producer_acks=-1, web_enabled=False)
-    target = app.topic(topics.by_order, **raw)
-    first = [True]
-
-    @app.agent(app.topic(topics.proposals, **raw), name="forward")
-    async def forward(stream: Any) -> None:
-        async for event in stream.events():
-            if first[0]:
-                say("first")
-                first[0] = False
-            message = event.message
-            await target.send(key=message.key, value=message.value, timestamp=message.timestamp)
-
-    sys.argv = ["faust-raw", "worker", "--loglevel", log_level]
-    app.main()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run one contestant until SIGTERM."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=["raw", "bare", "quix", "faust-raw"])
+    parser.add_argument("which", choices=["raw", "bare", "quix"])
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--state-dir", type=Path, default=None, help="Quix state folder")
-    parser.add_argument("--log-level", default="warn", help="faust log level (faust-raw)")
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the run here")
     args = parser.parse_args(argv)
     settings = Settings().model_copy(update={"topic_namespace": args.namespace})
@@ -281,8 +249,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.which == "quix":
             run_quix(settings, group, topics, args.state_dir or Path("/tmp") / group)
-        elif args.which == "faust-raw":
-            run_faust_raw(settings, group, topics, args.state_dir or Path("/tmp") / group, args.log_level)
         else:
             loop = (RawLoop if args.which == "raw" else BareEngineLoop)(settings, group, topics)
             asyncio.run(loop.run())

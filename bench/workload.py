@@ -287,7 +287,7 @@ def _zigzag(data: bytes, position: int) -> tuple[int, int]:
 
 def check_decision_layout(codec: AvroCodec) -> None:
     """Fail early if a schema no longer starts the way ``decision_id``/``proposal_id`` assume."""
-    for name in ("order_change", "order_conflict", "order_rejection", "order_release"):
+    for name in ("order_change", "order_conflict", "order_rejection", "order_release", "proposal_answer"):
         fields = codec.store.latest(name).raw["fields"]
         if [(f["name"], f["type"]) for f in fields[:2]] != [("record_id", "string"), ("event_id", "string")]:
             raise SystemExit(f"bench: {name} no longer starts with record_id, event_id strings: update decision_id")

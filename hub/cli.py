@@ -1,7 +1,7 @@
 """orderhub: the order-integration hub's command line.
 
 Each sub-command imports its module only when it runs, so ``orderhub kafka up`` does not
-pay for faust, and nothing happens at import time.
+pay for the stream runtime, and nothing happens at import time.
 """
 
 from __future__ import annotations
@@ -77,24 +77,7 @@ def _schemas(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from hub.streams.app import run_worker
 
-    return run_worker(get_settings(), extra_argv=args.faust_args)
-
-
-def _run(args: argparse.Namespace) -> int:
-    """The main job on the embedded default: local Kafka (unless one is configured), topics, worker."""
-    from hub import topics
-    from localdev import kafka as localkafka
-    from hub.settings import Settings
-    from hub.streams.app import run_worker
-
-    settings = get_settings()
-    if settings.bootstrap_servers == Settings.model_fields["bootstrap_servers"].default:
-        print(f"local Kafka at {localkafka.up(settings)}")
-    declared = topics.load_declarations(settings.topics_file, settings.schemas_dir, settings.topic_namespace)
-    for line in asyncio.run(topics.apply(settings, declared)):
-        print(line)
-    print(f"read model: {settings.read_model_url}")
-    return run_worker(settings, extra_argv=args.faust_args)
+    return run_worker(get_settings())
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -214,10 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     schemas.add_argument("--dir", default=None, help="schemas folder (default: the repository's)")
     schemas.set_defaults(func=_schemas)
 
-    run = sub.add_parser("run", help="the main job: local Kafka if none is configured, topics, engine + read model")
-    run.add_argument("faust_args", nargs=argparse.REMAINDER)
-    run.set_defaults(func=_run)
-
     up = sub.add_parser("up", help="the main job: Kafka, the engine, the CRM/ERP/MES connectors and local "
                                    "sandboxes of those systems, until Ctrl-C")
     up.set_defaults(func=_up)
@@ -225,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="push one order from won opportunity to completed through the hub `up` runs")
     demo.set_defaults(func=_demo)
 
-    worker = sub.add_parser("worker", help="run the canonical order engine (a faust worker)")
-    worker.add_argument("faust_args", nargs=argparse.REMAINDER)
+    worker = sub.add_parser("worker", help="run the canonical order engine and the read-model projector (Ctrl-C or "
+                                           "SIGTERM commits and stops)")
     worker.set_defaults(func=_worker)
 
     orders = sub.add_parser("orders", help="read orders from the read model")

@@ -2,8 +2,9 @@
 
 The command line, the connectors and the REST API all talk to the hub through ``HubClient``:
 
-1. ``send(proposal)`` hands one proposal to Kafka (the proposals topic, keyed by
-   ``OrderRef.key``) through the client's one idempotent producer.
+1. ``send(proposal)`` hands one proposal to Kafka through the client's one idempotent
+   producer, keyed by ``OrderRef.key``: to the by-order topic the engine decides from when it
+   names its hub order id, else to the proposals topic (its reference is resolved first).
 2. Every proposal gets exactly one ``ProposalAnswer`` on the answers topic (created, applied,
    merged, resolved, unchanged, parked, kept, rejected, duplicate). One listener reads that
    topic from where it ended when the client started and hands each answer to whoever waits
@@ -166,16 +167,15 @@ class HubClient:
     # --- proposals ------------------------------------------------------------------------
 
     async def send(self, proposal: ChangeProposal) -> None:
-        """Hand ``proposal`` to Kafka; returns once Kafka has it (``BrokerUnavailable`` if it did not take it)."""
-        await self.send_encoded(proposal.order_ref.key or "", self.encode(proposal))
+        """Hand ``proposal`` to Kafka; returns once Kafka has it (``BrokerUnavailable`` if it did not take it).
+        Addressed by hub order id, it goes straight to the engine's by-order topic."""
+        role = self.topics.proposal_role(proposal.order_ref.order_id)
+        await self.send_record(getattr(self.topics, role), (proposal.order_ref.key or "").encode(),
+                               self.encode(proposal))
 
     def encode(self, proposal: ChangeProposal) -> bytes:
         """The proposal as the proposals topic carries it (what an offline outbox stores)."""
         return self.codec.encode("change_proposal", proposal.to_avro())
-
-    async def send_encoded(self, key: str, value: bytes) -> None:
-        """Send an already encoded proposal under its key."""
-        await self.send_record(self.topics.proposals, key.encode(), value)
 
     async def send_records(self, records: list[tuple[str, bytes | None, bytes, tuple[tuple[str, bytes], ...]]]
                            ) -> list[BaseException | None]:

@@ -154,6 +154,13 @@ class TopicNames:
         """The names the hub configured by ``settings`` uses."""
         return cls.load(settings.topics_file, settings.schemas_dir, settings.topic_namespace)
 
+    @staticmethod
+    def proposal_role(order_id: str | None) -> str:
+        """Where a proposal goes: one that names its hub order id straight to the engine's by-order
+        topic (keyed by that id), one that names only an external reference to the proposals topic,
+        whose router resolves the reference first (one hop more)."""
+        return "by_order" if order_id is not None and order_id.strip() else "proposals"
+
 
 def co_partitions(declared: list[TopicDeclaration], group: str) -> int:
     """The partition count of a co-partitioned group (its tables have as many partitions)."""

@@ -67,7 +67,6 @@ case "$command" in
     ;;
   bench)
     setup
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
     exec .venv/bin/orderhub bench engine "$@"
     ;;
   *)

@@ -205,7 +205,8 @@ class ConnectorRuntime:
             changes=[FieldChange(field=path, value=canonical_json(value)) for path, value in values.items()],
             external_refs=refs, comment=change.comment)
         self.counts["proposed"] += 1
-        return Pending(0, proposal.event_id, "proposals", proposal.order_ref.key or "", self.codec.encode(
+        return Pending(0, proposal.event_id, self.topics.proposal_role(proposal.order_ref.order_id),
+                       proposal.order_ref.key or "", self.codec.encode(
             "change_proposal", proposal.to_avro()))
 
     def _dead_letter(self, unmappable: Unmappable, stage: str, *, where: Any = None) -> Pending:

@@ -1,1 +1,1 @@
-"""The faust app: thin wiring of topics and tables over the pure domain."""
+"""The engine's stream processing: the runtime wiring (``app``) over the per-record work (``core``)."""

@@ -1,25 +1,37 @@
-"""The faust app: topics, tables and agents wired over ``hub.streams.core``.
+"""The engine's stream runtime: Quix Streams wiring over ``hub.streams.core``.
 
-Three agents, all at least once (faust's default processing guarantee):
+One application, one consumer group, three streams:
 
-- ``resolve``: proposals in -> the hub order id they are about -> re-keyed by it.
-- ``link``: reference links the engine emits -> the ``references`` table the resolver reads.
-- ``decide``: proposals by order -> the ``orders`` table -> changes, state, conflicts,
-  rejections, releases, reference links.
+- ``route``: proposals addressed by an external reference, and the reference links the
+  engine emits, in one stream keyed by the reference (co-partitioned topics, one state
+  store): a link is remembered, a proposal is re-keyed by the hub order id it resolves to.
+  Proposals the sender already addressed by order id skip this hop (``HubClient`` writes
+  them straight to the by-order topic).
+- ``decide``: proposals by order -> the order's state (Quix State: RocksDB with a changelog)
+  -> changes, state, conflicts, rejections, releases, answers, reference links.
+- ``project`` (unless ``ORDERHUB_PROJECT_READ_MODEL=false``): snapshots, changes and conflicts
+  into the SQL read model, one batch per checkpoint (a Quix sink).
 
-And, unless ``ORDERHUB_PROJECT_READ_MODEL=false``, three projector agents that upsert
-snapshots, changes and conflicts into the SQL read model in batches.
+Crash safety is Quix's checkpoint plus the engine's idempotent state. At every checkpoint
+Quix flushes the sinks, produces the state changelog, flushes the producer, commits the input
+offsets, then writes the local state; a changelog record whose input offset was never
+committed is skipped when state is recovered. So the state a worker resumes with is always
+the state as of its committed offsets: the records after them are decided again against the
+same state, at the same record time and position, and re-emit the same bytes with the same
+record ids (consumers dedup by id). A proposal's event id decided before, in another record
+(a sender's retry), is answered DUPLICATE from the state's dedup evidence.
+
+Failures: an outage (the schema registry, the database) is waited out, holding the
+partition; a record that can never succeed goes to the dead-letter topic with why; a fatal
+error (wrong configuration) stops the worker before its record is committed (exit 78).
 
 Nothing happens at import time: ``create_app`` builds everything from settings.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any, Awaitable, Callable
-
-import faust
-from faust.types import EventT
+import logging
+from typing import Any, Callable, Iterator, MutableMapping
 
 from hub.domain.rules import Rules
 from hub.errors import FatalError, RetriableError, UndecodableRecord
@@ -27,113 +39,147 @@ from hub.events import OrderChange, OrderConflict, OrderSnapshot
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
-from hub.topics import co_partitions, load_declarations
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
-from hub.streams.delivery import make_flush_complete, retrying, settled, stop_hard_if_lost, stop_on_fatal, write_batch
+from hub.streams.delivery import retrying, stop_on_fatal, write_batch
 
-APP_ID = "orderhub-engine"
-#: Projector batches: at most this many records, or what arrived within this many seconds.
-PROJECT_BATCH, PROJECT_WITHIN_S = 500, 1.0
+#: The engine's consumer group (namespaced) and the stem of its changelog topics. "-v2": the
+#: state of the faust-based engine (group "orderhub-engine") is not readable by this one.
+APP_ID = "orderhub-engine-v2"
+#: The line a worker logs once it is subscribed and processing (tests and the bench wait for it).
+READY = "orderhub engine: processing"
+#: How long one poll of the consumer waits for more. The router reads two topics in timestamp order
+#: (Quix's time alignment), which makes Quix read in batches that wait this long to fill: short, or
+#: every hop adds it to a proposal's latency (Quix's default of 1 s put p50 at 2.6 s at 500/s).
+POLL_TIMEOUT_S = 0.005
 
-_RAW = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+log = logging.getLogger(__name__)
+_BYTES = dict(key_deserializer="bytes", value_deserializer="bytes", key_serializer="bytes", value_serializer="bytes")
 
 
-def _inbound(event: EventT) -> Inbound:
-    message = event.message
-    return Inbound(message.topic, message.partition, message.offset, int(message.timestamp * 1000),
-                   message.key, message.value)
+class _Table(MutableMapping[bytes, bytes]):
+    """One key's slot in Quix State, as the mapping the engine reads and writes.
+
+    Quix scopes State to the key of the record in hand, so only that key can be served; the
+    engine asking for another one is a record addressed inconsistently (its key is not the
+    reference or order it names), which fails that record (a dead letter), nothing else.
+    """
+
+    def __init__(self, state: Any, key: bytes) -> None:
+        self._state, self._key = state, key
+
+    def _check(self, key: bytes) -> None:
+        if key != self._key:
+            raise UndecodableRecord(f"the record is keyed {self._key!r} but addresses {key!r}: "
+                                    "a proposal is keyed by the order id or external reference it names")
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def get(self, key: bytes, default: Any = None) -> Any:  # type: ignore[override]
+        self._check(key)
+        return self._state.get_bytes("value", default)
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self._check(key)
+        self._state.set_bytes("value", value)
+
+    def __delitem__(self, key: bytes) -> None:
+        self._check(key)
+        self._state.delete("value")
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter([self._key] if self._state.exists("value") else [])
+
+    def __len__(self) -> int:
+        return int(self._state.exists("value"))
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the engine's faust app from settings."""
+def create_app(settings: Settings) -> Any:
+    """Build the engine's Quix application from settings."""
+    from quixstreams import Application, message_context
+    from quixstreams.models.serializers import Serializer
+
     topics = TopicNames.of(settings)
-    # the tables have as many partitions as the topics whose keys they hold (topics.yaml)
-    partitions = co_partitions(load_declarations(settings.topics_file, settings.schemas_dir), "engine")
-    # faust names table files after the table, not the changelog topic: keep namespaces apart.
-    datadir = settings.state_dir / "faust" / f"{settings.topic_namespace}{settings.worker_name}"
-    datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
-        settings.topic_namespace + APP_ID,  # the consumer group, and the prefix of its changelog topics
-        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap_servers.split(",")],
-        store="rocksdb://",
-        datadir=str(datadir),
-        topic_partitions=partitions,
-        topic_allow_declare=True,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_interval=settings.commit_interval_s,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.heartbeat_interval_s,
-        producer_acks=-1,
-        producer_linger=settings.producer_linger_s,
-        web_enabled=False,
-        web_bind="127.0.0.1",  # should anyone enable it: loopback only
-        table_standby_replicas=0,
-    )
-    make_flush_complete(app.producer.buffer)  # faust's own can let a commit overtake a table write
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
     engine = Engine(codec, Rules.load(settings.ownership_file), topics)
-    # bytes keys and values: faust picks its raw codec; the engine owns the encoding.
-    orders = app.Table("orders", default=None, partitions=partitions, key_type=bytes, value_type=bytes)
-    references = app.Table("references", default=None, partitions=partitions, key_type=bytes, value_type=bytes)
+    state_dir = settings.state_dir / "engine" / f"{settings.topic_namespace}{settings.worker_name}"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    app = Application(
+        broker_address=settings.bootstrap_servers,
+        consumer_group=settings.topic_namespace + APP_ID,
+        auto_offset_reset="earliest",
+        commit_interval=settings.commit_interval_s,
+        state_dir=str(state_dir),
+        processing_guarantee="at-least-once",
+        consumer_poll_timeout=POLL_TIMEOUT_S,
+        consumer_extra_config={"session.timeout.ms": int(settings.session_timeout_s * 1000),
+                               "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000)},
+        producer_extra_config={"acks": "all", "linger.ms": int(settings.producer_linger_s * 1000)},
+        loglevel=settings.log_level.upper(),
+    )
 
-    async def publish(records: list[Outbound], timestamp: float | None) -> None:
-        # straight to the producer (faust's topic.send adds nothing we use), each send watched:
-        # an output Kafka does not take stops the worker before its input offset is committed
-        for record in records:
-            sent = await app.producer.send(record.topic, record.key, record.value, partition=None,
-                                           timestamp=timestamp, headers=list(record.headers))
-            stop_hard_if_lost(sent, f"{record.topic} key {record.key!r}")
+    def topic(name: str, **serde: Any) -> Any:
+        return app.topic(name, **{**_BYTES, **serde})
 
-    def guarded(stage: str, work: Callable[[Inbound], list[Outbound]]):
-        """Run one record's work. A retriable failure (the registry is down) is retried, holding the
-        partition; a fatal one (wrong configuration) stops the worker before the record is committed;
-        any other failure sends the record to the dead-letter topic and goes on."""
-        async def handle(record: Inbound, timestamp: float, where: str) -> None:
+    class Encoded(Serializer):
+        """An ``Outbound``'s bytes as they are: the engine has encoded them already."""
+
+        def __call__(self, value: Outbound, ctx: Any) -> bytes:
+            return value.value
+
+    outputs = {name: topic(name, value_serializer=Encoded()) for name in (
+        topics.by_order, topics.changes, topics.state, topics.conflicts, topics.rejections, topics.releases,
+        topics.answers, topics.ref_links, topics.dead_letters)}
+
+    def guarded(stage: str, work: Callable[[Inbound, Any], list[Outbound]]):
+        """One record's work: an outage is retried holding the partition; a fatal error stops the
+        worker before the record is committed; anything else sends the record to the dead letters."""
+        def handle(value: bytes, key: bytes, timestamp: int, _headers: Any, state: Any) -> list[Outbound]:
+            ctx = message_context()
+            record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value)
+            where = f"{stage} {record.topic}[{record.partition}]@{record.offset}"
             try:
-                results = await retrying(lambda: work(record), (RetriableError,), where)
+                return retrying(lambda: work(record, _Table(state, key or b"")), (RetriableError,), where)
             except FatalError as exc:
                 stop_on_fatal(exc, where)
                 raise
-            except Exception as exc:  # a bug must not stop the partition: park the record
-                app.log.exception("%s failed", where)
-                results = [dead_letter(topics, record, stage, exc)]
-            await publish(results, timestamp)
+            except Exception as exc:  # noqa: BLE001 - a bug or a bad record must not stop the partition
+                log.exception("%s failed", where)
+                return [dead_letter(topics, record, stage, exc)]
+        return handle
 
-        async def agent(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                record = _inbound(event)
-                where = f"{stage} {record.topic}[{record.partition}]@{record.offset}"
-                # faust acknowledges the record when this loop moves on or stops: decided and published first
-                await settled(handle(record, event.message.timestamp, where), where)
-        agent.__name__ = agent.__qualname__ = stage
-        return agent
+    def route(record: Inbound, table: _Table) -> list[Outbound]:
+        if record.topic == topics.ref_links:
+            return engine.link_reference(record, table)
+        return engine.resolve(record, table)
 
-    def committed(record: Inbound) -> int | None:
-        # faust keeps the last committed offset per partition; a replay starts there.
-        for tp, offset in app.consumer._committed_offset.items():
-            if tp.topic == record.topic and tp.partition == record.partition:
-                return offset
-        return None
+    def emit(sdf: Any) -> None:
+        sdf = sdf.set_headers(lambda out, _key, _ts, _headers: list(out.headers))
+        sdf.to_topic(lambda out, _key, _ts, _headers: outputs[out.topic], key=lambda out: out.key)
 
-    app.agent(app.topic(topics.proposals, **_RAW), name="resolve")(
-        guarded("resolve", lambda r: engine.resolve(r, references)))
-    app.agent(app.topic(topics.ref_links, **_RAW), name="link")(
-        guarded("link", lambda r: engine.link_reference(r, references)))
-    app.agent(app.topic(topics.by_order, **_RAW), name="decide")(
-        guarded("decide", lambda r: engine.decide(r, orders, committed(r))))
+    routed = app.dataframe(topic(topics.proposals)).concat(app.dataframe(topic(topics.ref_links)))
+    emit(routed.apply(guarded("route", route), stateful=True, metadata=True, expand=True))
+    decided = app.dataframe(topic(topics.by_order))
+    emit(decided.apply(guarded("decide", lambda record, table: engine.decide(record, table, None)),
+                       stateful=True, metadata=True, expand=True))
 
     if settings.project_read_model:
-        _add_projector(app, settings, codec, topics, publish)
+        _add_projector(app, settings, codec, topics, topic)
     return app
 
 
-def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics: TopicNames,
-                   publish: Callable[[list[Outbound], float | None], Awaitable[None]]) -> None:
-    """Agents that upsert snapshots, changes and conflicts into the SQL read model, in batches.
+def _add_projector(app: Any, settings: Settings, codec: AvroCodec, topics: TopicNames,
+                   topic: Callable[..., Any]) -> None:
+    """Sinks that upsert snapshots, changes and conflicts into the SQL read model, one batch per
+    checkpoint: Quix commits the input offsets only after the batch is written (or parked).
 
-    A database outage holds the batch and retries; a row the database refuses goes to the
-    dead-letter topic; nothing is acknowledged before it is written or parked.
+    A database outage pauses the partitions and reads the batch again (Quix's backpressure); a
+    row the database refuses goes to the dead-letter topic with why, before the commit.
     """
+    from quixstreams.sinks import BatchingSink, SinkBackpressureError
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     from hub.readmodel import ReadModel
@@ -141,45 +187,47 @@ def _add_projector(app: faust.App, settings: Settings, codec: AvroCodec, topics:
     model = ReadModel(settings.read_model_url)
     model.create_schema()
     outage = (OperationalError, InterfaceError, RetriableError)
+    dead_letters = app.get_producer()
 
-    def projector(topic: str, schema: str, event_type: Any, write: Callable[[list[Any]], None]):
-        stage = f"project:{schema}"
+    class ReadModelSink(BatchingSink):
+        def __init__(self, schema: str, event_type: Any, write: Callable[[list[Any]], None]) -> None:
+            super().__init__()
+            self.schema, self.event_type, self.write_rows = schema, event_type, write
+            self.stage = f"project:{schema}"
 
-        async def project_batch(records: list[Inbound]) -> None:
+        def write(self, batch: Any) -> None:
             items, dead = [], []
-            for record in records:
+            for item in batch:
+                record = Inbound(batch.topic, batch.partition, item.offset, item.timestamp, item.key, item.value)
                 try:
-                    decoded = await retrying(lambda: codec.decode(
-                        record.value, schema, topic=record.topic, partition=record.partition,
-                        offset=record.offset), (RetriableError,), stage)
-                    items.append((record, event_type.from_avro(decoded.value)))
+                    decoded = codec.decode(record.value, self.schema, topic=record.topic,
+                                           partition=record.partition, offset=record.offset)
+                    items.append((record, self.event_type.from_avro(decoded.value)))
+                except RetriableError as exc:
+                    raise SinkBackpressureError(retry_after=5.0) from exc
                 except (UndecodableRecord, ValueError) as exc:
-                    dead.append(dead_letter(topics, record, stage, exc))
-            await publish(dead + await write_batch(write, items, stage, topics, outage), None)
+                    dead.append(dead_letter(topics, record, self.stage, exc))
+            try:
+                dead += write_batch(self.write_rows, items, self.stage, topics, outage, attempts=3)
+            except outage as exc:
+                log.warning("%s: the read model is unavailable (%s); reading the batch again in 5 s", self.stage, exc)
+                raise SinkBackpressureError(retry_after=5.0) from exc
+            for out in dead:  # on Kafka before the commit that moves past them
+                dead_letters.produce(out.topic, out.value, out.key, headers=list(out.headers))
+            if dead:
+                dead_letters.flush()
 
-        async def project(stream: faust.StreamT) -> None:
-            async for batch in stream.take_events(PROJECT_BATCH, within=PROJECT_WITHIN_S):
-                records = [_inbound(event) for event in batch]
-                # faust acknowledges the batch when this loop moves on or stops: written (or parked) first
-                await settled(project_batch(records), f"{stage} batch of {len(records)}")
-        project.__name__ = project.__qualname__ = f"project_{schema}"
-        app.agent(app.topic(topic, **_RAW), name=f"project_{schema}")(project)
-
-    projector(topics.state, "order_snapshot", OrderSnapshot, model.project_snapshots)
-    projector(topics.changes, "order_change", OrderChange, model.project_changes)
-    projector(topics.conflicts, "order_conflict", OrderConflict, model.project_conflicts)
-
-
-def faust_log_level(level: str) -> str:
-    """faust's spelling of a logging level: it takes only crit, error, warn, info and debug."""
-    return {"warning": "warn", "critical": "crit", "fatal": "crit"}.get(level.lower(), level.lower())
+    for source, schema, event_type, write in (
+            (topics.state, "order_snapshot", OrderSnapshot, model.project_snapshots),
+            (topics.changes, "order_change", OrderChange, model.project_changes),
+            (topics.conflicts, "order_conflict", OrderConflict, model.project_conflicts)):
+        app.dataframe(topic(source)).sink(ReadModelSink(schema, event_type, write))
 
 
-def run_worker(settings: Settings, extra_argv: list[str] | None = None) -> int:
-    """Run the engine as a faust worker in this process until it is stopped."""
+def run_worker(settings: Settings) -> int:
+    """Run the engine in this process until SIGTERM or SIGINT (Quix then commits what it decided)."""
+    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
     app = create_app(settings)
-    # faust's worker command turns its web server on unless told otherwise (--with-web is its default)
-    sys.argv = ["orderhub", "worker", "--without-web", "--loglevel", faust_log_level(settings.log_level),
-                *(extra_argv or [])]
-    app.main()
+    log.info(READY)
+    app.run()
     return 0

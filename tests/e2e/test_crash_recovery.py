@@ -1,7 +1,7 @@
 """Workers killed with SIGKILL at random moments lose no proposal and apply none twice.
 
 Two ``orderhub worker`` processes share the partitions while 20,000 proposals for 500
-orders stream in; one of them is killed (no flush, no commit, no goodbye) ten times, at
+orders stream in; one of them is killed (no flush, no commit, no goodbye) fifty times, at
 random points spread over the stream, and restarted at once (so a later kill may also hit
 a worker that is still restoring its table or rejoining the group). After the stream drains,
 every proposal must be accounted for exactly once in the output topics (after dedup by
@@ -34,7 +34,7 @@ from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec
 from hub.settings import Settings
 from hub.streams.app import APP_ID
-from hub.streams.core import TopicNames
+from hub.streams.core import TopicNames, stored_state
 from tests.e2e.workload import Workload, build
 from tests.integration.kafka_helpers import TopicReader, WorkerProcess, delete_namespace_topics, poll_until, produce
 from tests.services import namespaced_settings
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.integration
 
 PROPOSALS = int(os.environ.get("ORDERHUB_CRASH_PROPOSALS", "20000"))
 ORDERS = int(os.environ.get("ORDERHUB_CRASH_ORDERS", "500"))
-KILLS = 10
+KILLS = int(os.environ.get("ORDERHUB_CRASH_KILLS", "50"))
 GARBAGE = 10
 #: How far the producer may run ahead of the decisions: proposals keep streaming in during the kills.
 AHEAD = 3000
@@ -197,17 +197,34 @@ def without_numbers(record: dict) -> dict:
     return {k: v for k, v in record.items() if k != "order_number"}
 
 
+async def order_changelog(settings: Settings) -> str:
+    """The changelog topic of the engine's order state (its stream runtime names and creates it)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    by_order = TopicNames.of(settings).by_order
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics()
+                 if t.startswith(f"changelog__{settings.topic_namespace}{APP_ID}--") and f"--{by_order}--" in t]
+    finally:
+        await admin.close()
+    assert len(names) == 1, f"one changelog of the order state, found {names}"
+    return names[0]
+
+
 async def explain(settings: Settings, event_ids: list[str]) -> str:
-    """Where some proposals are: their input records, their order's table entry, the group's commits."""
+    """Where some proposals are: their input records, their order's state in the changelog, the group's commits."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     names = TopicNames.of(settings)
-    changelog = f"{settings.topic_namespace}{APP_ID}-orders-changelog"
+    changelog = await order_changelog(settings)
     topics = [names.proposals, names.by_order, changelog]
     records = await read_all(settings, topics)
     lines = []
     for event_id in event_ids:
         lines.append(f"-- {event_id}")
+        keys = set()
         for topic in (names.proposals, names.by_order):
             for r in records[topic]:
                 try:
@@ -216,13 +233,11 @@ async def explain(settings: Settings, event_ids: list[str]) -> str:
                     continue
                 if value["event_id"] == event_id:
                     lines.append(f"   {topic}[{r.partition}]@{r.offset} key={r.key!r}")
-        entries = [(r.partition, r.offset, json.loads(r.value)) for r in records[changelog]
-                   if r.value and event_id.encode() in r.value]
-        for partition, offset, entry in entries[-2:]:
-            replay = [(o[0], o[1], o[2], [t for t, *_ in o[3]]) for o in entry["replay"] if o[0] == event_id]
-            seen = any(s[0] == event_id for s in entry["state"]["s"])
-            lines.append(f"   changelog[{partition}]@{offset}: version {entry['state']['v']}, "
-                         f"seen={seen}, replay buffer={replay}")
+                    keys.add(r.key)
+        states = [(r.partition, r.offset, stored_state(r.value)) for r in records[changelog]
+                  if r.value and r.key.rsplit(b"|", 1)[0] in keys]
+        for partition, offset, state in states[-2:]:
+            lines.append(f"   changelog[{partition}]@{offset}: version {state.version}, seen={state.has_seen(event_id)}")
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
@@ -251,14 +266,13 @@ async def read_all(settings: Settings, topics: list[str]) -> dict[str, list]:
 
 
 async def final_table(settings: Settings) -> dict[str, OrderState]:
-    """The engine's table as its changelog holds it: the last value per order."""
-    changelog = f"{settings.topic_namespace}{APP_ID}-orders-changelog"
+    """The engine's table as its changelog holds it: the last value per order (keyed ``<order id>|<slot>``)."""
+    changelog = await order_changelog(settings)
     records = await read_all(settings, [changelog])
     latest: dict[bytes, bytes | None] = {}
     for record in records[changelog]:
-        latest[record.key] = record.value
-    return {key.decode(): OrderState.from_dict(json.loads(value)["state"])
-            for key, value in latest.items() if value is not None and not key.startswith(b"__")}
+        latest[record.key.rsplit(b"|", 1)[0]] = record.value
+    return {key.decode(): stored_state(value) for key, value in latest.items() if value is not None}
 
 
 def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(

@@ -67,7 +67,7 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
 def _tell_what_the_stack_said(settings: Settings) -> None:
     """When the demo fails: the tail of every log the stack wrote, printed with the failure."""
     for log in sorted(settings.state_dir.rglob("*.log")):
-        if "faust" in log.parts:
+        if "engine" in log.parts:
             continue  # RocksDB's write-ahead logs
         lines = log.read_text(errors="replace").splitlines()
         print(f"--- {log.relative_to(settings.state_dir)} (last 40 of {len(lines)} lines)")

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from hub.settings import PROJECT_DIR, Settings
+from hub.streams.app import READY
 
 T = TypeVar("T")
 
@@ -88,11 +89,12 @@ async def poll_until(condition: Callable[[], bool], timeout: float, what: str | 
 
 
 async def delete_namespace_topics(settings: Settings, namespace: str) -> None:
-    """Delete every topic of a test namespace, so test runs leave the cluster as they found it."""
+    """Delete every topic of a test namespace (the engine's changelogs carry it inside their names), so
+    test runs leave the cluster as they found it."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await admin.start()
     try:
-        names = [t for t in await admin.list_topics() if t.startswith(namespace)]
+        names = [t for t in await admin.list_topics() if t.startswith(namespace) or f"__{namespace}" in t]
         if names:
             await admin.delete_topics(names)
     finally:
@@ -135,7 +137,7 @@ class WorkerProcess:
             raise AssertionError(f"worker exited with {self.process and self.process.returncode}; log:\n{self.tail()}")
         with self.log_path.open("rb") as log:
             log.seek(self._log_offset)
-            return b"[^Worker]: Ready" in log.read()
+            return READY.encode() in log.read()
 
     def wait_ready(self, timeout: float = 90) -> "WorkerProcess":
         """Block until the worker says it is ready; fail at once if it exits, or after ``timeout``."""

@@ -1,4 +1,4 @@
-"""Settings are validated when built, and reach faust in a spelling it accepts."""
+"""Settings are validated when built."""
 
 from __future__ import annotations
 
@@ -6,18 +6,10 @@ import pytest
 from pydantic import ValidationError
 
 from hub.settings import Settings
-from hub.streams.app import faust_log_level
-
-
-@pytest.mark.parametrize("level, spelled", [("WARNING", "warn"), ("warning", "warn"), ("CRITICAL", "crit"),
-                                            ("INFO", "info"), ("DEBUG", "debug"), ("ERROR", "error")])
-def test_log_levels_reach_faust_in_its_spelling(level: str, spelled: str) -> None:
-    """Python's level names become the ones faust's --loglevel accepts (it refuses 'warning')."""
-    assert faust_log_level(Settings(log_level=level).log_level) == spelled
 
 
 def test_unknown_log_level_is_refused_when_settings_are_built() -> None:
-    """A misspelt level fails at start-up, naming the variable, instead of inside faust."""
+    """A misspelt level fails at start-up, naming the variable, instead of inside the stream runtime."""
     with pytest.raises(ValidationError, match="ORDERHUB_LOG_LEVEL"):
         Settings(log_level="loud")
 
