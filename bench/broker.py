@@ -136,29 +136,35 @@ class ChangelogRead:
     last_value_max_bytes: int
 
 
-async def read_changelog(settings: Settings, topic: str, timeout: float = 120) -> ChangelogRead:
-    """Read ``topic`` whole with a plain consumer, timed: the floor a table rebuild is compared with."""
+async def read_changelog(settings: Settings, topics: list[str], table: str, timeout: float = 120) -> ChangelogRead:
+    """Read the changelog ``topics`` whole with one fresh plain consumer, timed from its start (connecting,
+    assigning, finding the ends, reading): the floor a table rebuild, which does all of that too, is
+    compared with. The value sizes are those of ``table`` (one of them)."""
+    partitions = {topic: await _partitions(settings, topic) for topic in topics}
+    began = time.monotonic()
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in await _partitions(settings, topic)]
+        tps = [TopicPartition(topic, p) for topic, numbers in partitions.items() for p in numbers]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        began = time.monotonic()
-        total = sizes = 0
+        total = sizes = values = 0
         last: dict[bytes, int] = {}
         deadline = began + timeout
         while time.monotonic() < deadline and [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=200, max_records=10000)).values():
+            for tp, records in (await consumer.getmany(timeout_ms=200, max_records=10000)).items():
                 total += len(records)
+                if tp.topic != table:
+                    continue
                 for record in records:
+                    values += 1
                     sizes += len(record.value or b"")
                     last[record.key] = len(record.value or b"")
         read_s = time.monotonic() - began
         kept = [size for size in last.values() if size]
-        return ChangelogRead(total, read_s, round(sizes / max(total, 1)), round(sum(kept) / max(len(kept), 1)),
+        return ChangelogRead(total, read_s, round(sizes / max(values, 1)), round(sum(kept) / max(len(kept), 1)),
                              max(kept, default=0))
     finally:
         await consumer.stop()

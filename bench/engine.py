@@ -250,8 +250,9 @@ async def measure_engine(bench: Bench) -> None:
             bench.figures["engine_mix_mismatches"] = mix_difference(bench.workload.expected,
                                                                     observed_mix(bench, topics, watch.values))
             bench.figures["worker_stop_s"] = round(worker.stop(), 2)
-            orders = next(t for t in await changelog_topics(scoped) if f"--{topics.by_order}--" in t)
-            read = await read_changelog(scoped, orders)
+            changelogs = await changelog_topics(scoped)
+            orders = next(t for t in changelogs if f"--{topics.by_order}--" in t)
+            read = await read_changelog(scoped, changelogs, orders)
             bench.figures.update(changelog_records=read.records, changelog_raw_read_s=round(read.read_s, 3),
                                  changelog_bytes_per_record=read.mean_value_bytes,
                                  table_value_bytes=read.last_value_mean_bytes,

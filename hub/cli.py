@@ -148,9 +148,11 @@ def _run_connectors(path: Any, only: str | None) -> int:
     """Run the declared connector instances (or one of them) in this process until Ctrl-C."""
     import signal
 
+    from hub.logs import configure
     from hub.sdk import ConnectorRuntime, registry
 
     settings = get_settings()
+    configure(settings)
     instances = [i for i in registry.load_instances(path) if only is None or i.name == only]
     if not instances:
         raise InvalidInput(f"{path} declares no instance {only!r}" if only else f"{path} declares no connectors")

@@ -92,6 +92,8 @@ from urllib3.exceptions import NewConnectionError
 from hub.sdk import ConfigError, DeadLetterError, RetriableError
 
 log = logging.getLogger(__name__)
+#: pyodata logs every request and property read at INFO: at the hub's INFO that drowns the connector's own lines.
+logging.getLogger("pyodata").setLevel(logging.WARNING)
 
 T = TypeVar("T")
 

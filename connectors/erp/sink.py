@@ -4,10 +4,14 @@ id first, so a redelivered state never makes a second one), and what the hub lea
 
 from __future__ import annotations
 
+import logging
+
 from connectors.erp.client import SalesOrderClient
 from connectors.erp.mapping import new_sales_order, sales_order_update
 from connectors.erp.source import order_change
 from hub.sdk import FINAL_STATUSES, Context, OrderSnapshot, OutsideChange, Unmappable
+
+log = logging.getLogger(__name__)
 
 
 def sync_sales_order(client: SalesOrderClient, snapshot: OrderSnapshot,
@@ -23,6 +27,8 @@ def sync_sales_order(client: SalesOrderClient, snapshot: OrderSnapshot,
         return []
     if snapshot.status.value in FINAL_STATUSES:
         return []
+    log.info("creating the sales order of hub order %s", snapshot.order_id)
     order = client.create(new_sales_order(snapshot))  # looks the hub's id up first: never a second order
+    log.info("sales order %s is hub order %s", order.sales_order, snapshot.order_id)
     change = order_change(order, context)
     return [change] if change is not None else []

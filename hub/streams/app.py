@@ -226,7 +226,9 @@ def _add_projector(app: Any, settings: Settings, codec: AvroCodec, topics: Topic
 
 def run_worker(settings: Settings) -> int:
     """Run the engine in this process until SIGTERM or SIGINT (Quix then commits what it decided)."""
-    logging.basicConfig(level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s")
+    from hub.logs import configure
+
+    configure(settings)
     app = create_app(settings)
     log.info(READY)
     app.run()

@@ -102,11 +102,14 @@ async def delete_namespace_topics(settings: Settings, namespace: str) -> None:
 
 
 class WorkerProcess:
-    """``orderhub worker`` as a real child process, ended by its PID."""
+    """``orderhub worker`` (or another long-running ``orderhub`` command) as a real child process,
+    ended by its PID; ready once its log shows ``ready_mark``."""
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None, *,
+                 command: tuple[str, ...] = ("worker",), ready_mark: str = READY) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.command, self.ready_mark = command, ready_mark
         self.env = {
             **os.environ,
             "ORDERHUB_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
@@ -126,18 +129,18 @@ class WorkerProcess:
         """Start the worker, appending to its log."""
         log = self.log_path.open("ab")
         self._log_offset = self.log_path.stat().st_size
-        self.process = subprocess.Popen([sys.executable, "-m", "hub.cli", "worker"], cwd=PROJECT_DIR,
+        self.process = subprocess.Popen([sys.executable, "-m", "hub.cli", *self.command], cwd=PROJECT_DIR,
                                         env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
         return self
 
     def ready(self) -> bool:
-        """True once this run of the worker has said it is ready (and it is still alive)."""
+        """True once this run of the process has said it is ready (and it is still alive)."""
         if self.process is None or self.process.poll() is not None:
             raise AssertionError(f"worker exited with {self.process and self.process.returncode}; log:\n{self.tail()}")
         with self.log_path.open("rb") as log:
             log.seek(self._log_offset)
-            return READY.encode() in log.read()
+            return self.ready_mark.encode() in log.read()
 
     def wait_ready(self, timeout: float = 90) -> "WorkerProcess":
         """Block until the worker says it is ready; fail at once if it exits, or after ``timeout``."""

@@ -1,17 +1,21 @@
 """The ERP connector against mock-sap (a real process): the contract kit's sink side; on real
 Kafka with the engine, a hub order becomes one sales order whose number, prices and confirmation
-come back; two instances share the work and one stopped mid-stream loses nothing."""
+come back; two instances share the work and one killed mid-hook loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import json
+import re
+import signal
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 from connectors.erp import ErpConfig, ErpConnector
 from connectors.erp.client import NewSalesOrder, NewSalesOrderItem, SalesOrderClient
@@ -22,7 +26,7 @@ from hub.sdk import ConnectorRuntime
 from hub.sdk.contract import ConnectorContract, sample_order
 from localdev import process
 from localdev.sandboxes import sap
-from tests.integration.kafka_helpers import poll_until
+from tests.integration.kafka_helpers import WorkerProcess, poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -133,27 +137,42 @@ async def test_a_hub_order_becomes_one_sales_order_and_the_erp_prices_and_confir
         await running
 
 
-async def test_two_instances_share_the_sink_and_one_stopped_mid_stream_loses_nothing(
+async def test_two_instances_share_the_sink_and_one_killed_mid_hook_loses_nothing(
         hub_settings, start_worker, erp_url: str, tmp_path: Path) -> None:
-    """Six orders, two ERP instances in one consumer group; one stops after the first sales orders:
-    every order still gets exactly one sales order."""
+    """Two `orderhub connectors run` processes of one ERP instance share the orders; once both have made
+    sales orders, one is killed with SIGKILL while it is creating one (the hook in flight, nothing
+    committed): the other takes its partitions over, and every order has exactly one sales order."""
     start_worker(hub_settings).wait_ready()
-    runtimes = [ConnectorRuntime(ErpConnector(erp_config(erp_url)), instance="erp-shared", settings=hub_settings,
-                                 store_path=tmp_path / f"erp-{n}.db") for n in (1, 2)]
-    tasks = [asyncio.create_task(r.run()) for r in runtimes]
-    orders = [f"erp-shared-{n}" for n in range(6)]
+    declared = tmp_path / "connectors.yaml"
+    declared.write_text(yaml.safe_dump({"connectors": [{"name": "erp-shared", "kind": "erp", "config": {
+        "service_url": erp_url, "user": sap.USER, "password": sap.PASSWORD, "poll_interval_s": 0.5}}]}))
+    instances = [WorkerProcess(hub_settings.model_copy(update={"state_dir": tmp_path / name}), tmp_path / f"{name}.log",
+                               command=("connectors", "run", "--file", str(declared)),
+                               ready_mark="connector erp-shared (erp, system ERP) running")
+                 for name in ("erp-a", "erp-b")]
+    orders = [f"erp-shared-{uuid.uuid4().hex[:6]}-{n}" for n in range(24)]
+
+    def creating(instance: WorkerProcess) -> list[str]:
+        return re.findall(r"creating the sales order of hub order (\S+)", instance.log_path.read_text())
+
     try:
+        for instance in instances:
+            instance.start().wait_ready()
         async with HubClient(hub_settings) as client:
-            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[:3]))
-            await poll_until(lambda: any(sap.sales_orders_with_text(erp_url, "ZHUB", o) for o in orders[:3]), 90,
-                             "the first sales orders")
-            runtimes[0].stop()  # mid-stream: its partitions move to the other instance
-            await tasks[0]
-            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[3:]))
+            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[:16]))
+            # both at work (the orders spread over the partitions), then one dies in the middle of a hook
+            await poll_until(lambda: all(creating(i) for i in instances), 90, "sales orders from both instances")
+            victim, survivor = instances
+            seen = len(creating(victim))
+            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[16:]))
+            await poll_until(lambda: len(creating(victim)) > seen or all(
+                sap.sales_orders_with_text(erp_url, "ZHUB", o) for o in orders), 90, "the victim's next hook")
+            assert victim.kill() == -signal.SIGKILL
         await poll_until(lambda: all(len(sap.sales_orders_with_text(erp_url, "ZHUB", o)) == 1 for o in orders), 120,
                          lambda: {o: len(sap.sales_orders_with_text(erp_url, "ZHUB", o)) for o in orders})
         assert all(len(sap.sales_orders_with_text(erp_url, "ZHUB", o)) == 1 for o in orders)
+        assert set(creating(victim)) and set(creating(survivor)) >= set(orders) - set(creating(victim)), \
+            "the survivor made every sales order the killed instance had not begun"
     finally:
-        for r in runtimes:
-            r.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for instance in instances:
+            instance.stop()
