@@ -136,7 +136,7 @@ class BareEngineLoop(_Loop):
         offset = next(self._offsets.setdefault(partition, count()))
         record = Inbound(self.topics.by_order, partition, offset, timestamp, out.key, out.value)
         try:
-            decided = self.engine.decide(record, self.orders, None)
+            decided = self.engine.decide(record, self.orders)
         except Exception as exc:
             decided = [dead_letter(self.topics, record, "decide", exc)]
         for result in decided:
@@ -214,7 +214,7 @@ def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path
     def decide(value: bytes, key: bytes, timestamp: int, headers: Any, state: Any) -> list[Outbound]:
         ctx = message_context()
         record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value)
-        decided = engine.decide(record, OrderTable(state), None)
+        decided = engine.decide(record, OrderTable(state))
         for out in decided:
             if out.topic == topics.ref_links:
                 engine.link_reference(Inbound(out.topic, 0, 0, timestamp, out.key, out.value), references)

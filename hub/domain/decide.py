@@ -40,6 +40,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, replace
 from enum import Enum
+from functools import cached_property
 from typing import Callable
 
 from hub.domain import lifecycle
@@ -86,7 +87,6 @@ class Decision:
     kind: DecisionKind
     state: OrderState
     change: OrderChange | None = None
-    snapshot: OrderSnapshot | None = None
     conflict: OrderConflict | None = None
     rejection: OrderRejection | None = None
     release: OrderRelease | None = None
@@ -97,6 +97,12 @@ class Decision:
     def accepted(self) -> bool:
         """True when the decision made a new version."""
         return self.change is not None
+
+    @cached_property
+    def snapshot(self) -> OrderSnapshot | None:
+        """The new version's snapshot, when the decision made one (built when first asked for: the
+        engine publishes ``state.snapshot_record()`` instead, without the model)."""
+        return self.state.to_snapshot() if self.accepted else None
 
 
 @dataclass(frozen=True)
@@ -131,8 +137,9 @@ def decide(
         return replace(duplicate, answer=answer.model_copy(update={"version": None}))
     decision = _decide(state, proposal, order_id, rules, at, next_order_number)
     made = decision.state.version if decision.accepted else None
-    remembered = replace(decision, state=decision.state.remember(proposal.event_id, decision.kind.value, made))
-    return replace(remembered, answer=_answer(remembered, proposal, order_id, at, _message(remembered), made, None))
+    # remembering the id changes nothing the answer says, so it is written from the decision as it is
+    return replace(decision, state=decision.state.remember(proposal.event_id, decision.kind.value, made),
+                   answer=_answer(decision, proposal, order_id, at, _message(decision), made, None))
 
 
 def _decide(state: OrderState, proposal: ChangeProposal, order_id: str, rules: Rules, at: dt.datetime,
@@ -244,7 +251,7 @@ def _hold_errors(state: OrderState, changes: dict[str, str | None]) -> list[_Err
     """A held order does not move on in its lifecycle (it may still be cancelled); lifting the
     hold in the same proposal lets the step through."""
     proposed = load_json(changes.get(STATUS_PATH))
-    held = load_json(changes[HOLD_PATH] if HOLD_PATH in changes else state.value(HOLD_PATH)) is True
+    held = (load_json(changes[HOLD_PATH]) if HOLD_PATH in changes else state.parsed(HOLD_PATH)) is True
     if not held or proposed in (None, state.status, lifecycle.CANCELLED):
         return []
     return [_Error(RejectionReason.ILLEGAL_TRANSITION, STATUS_PATH, "no lifecycle step while on_hold",
@@ -328,14 +335,14 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
 
     version = state.version + 1
     system, actor = proposal.source_system, proposal.actor.id
-    fields = dict(state.fields)
+    changed: dict[str, FieldState] = {}
     diffs = []
     for path in sorted(clean):
-        previous = fields.get(path)
+        previous = state.fields.get(path)
         diffs.append(FieldDiff(field=path, before=previous.value if previous else None, after=clean[path]))
-        fields[path] = previous.changed(clean[path], version, system, actor) if previous \
+        changed[path] = previous.changed(clean[path], version, system, actor) if previous \
             else FieldState(clean[path], version, system, actor)
-    updated = replace(state, version=version, updated_at=format_timestamp(at), fields=fields,
+    updated = replace(state, version=version, updated_at=format_timestamp(at), fields=state.fields | changed,
                       external_refs=(*state.external_refs, *refs_added))
     if conflicts:
         kind, outcome = DecisionKind.RESOLVED, ChangeOutcome.RESOLVED
@@ -389,11 +396,10 @@ def _accepted(kind: DecisionKind, outcome: ChangeOutcome, before: OrderState, af
         actor=proposal.actor, occurred_at=proposal.occurred_at, accepted_at=at, diffs=diffs,
         external_refs_added=refs_added,
     )
-    snapshot = after.to_snapshot()
     release = None
     if before.status != "RELEASED" and after.status == "RELEASED":
-        release = _release(snapshot, proposal.event_id, at)
-    return Decision(kind, after, change=change, snapshot=snapshot, release=release)
+        release = _release(after.to_snapshot(), proposal.event_id, at)
+    return Decision(kind, after, change=change, release=release)
 
 
 def _conflicted(kind: DecisionKind, state: OrderState, proposal: ChangeProposal, base: int,

@@ -19,16 +19,25 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Iterable
 
+import orjson
+
 #: A proposal that "changes" this path asks for a hard delete, which nobody may do.
 DELETE_PATH = "deleted"
 STATUS_PATH = "status"
 _LINE_PATH = re.compile(r"^lines\.([1-9][0-9]{0,5})\.(.+)$")
+#: ``json.loads(text, parse_float=Decimal)`` builds this anew on every call.
+_DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
 def canonical_json(value: Any) -> str | None:
     """One spelling per value: sorted keys, no spaces, None stays None (clears the field)."""
     if value is None:
         return None
+    if type(value) is str:  # most values: orjson spells every string as json does, but for a lone surrogate
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:
+            pass
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -37,19 +46,29 @@ def load_json(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def as_is(value: Any) -> Any:
+    """A canonical value as the snapshot types it, for the kinds whose JSON form is their Python form."""
+    return value
+
+
 @dataclass(frozen=True)
 class FieldKind:
     """A field type: ``normalise`` turns a JSON value into its canonical Python form or raises ValueError."""
 
     name: str
     normalise: Callable[[Any], Any]
+    #: The canonical Python form as the snapshot types it: decimals become Decimal, dates date,
+    #: timestamps datetime (what the snapshot model makes of the JSON strings); the rest stays as it is.
+    typed: Callable[[Any], Any] = as_is
 
     def canonical(self, text: str | None) -> str | None:
         """The canonical JSON of a proposed value; ValueError says why it is invalid."""
         if text is None:
             return None
         try:
-            raw = json.loads(text, parse_float=Decimal)
+            if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+            raw = _DECIMAL_JSON.decode(text)
         except ValueError as exc:
             raise ValueError(f"not JSON: {exc}") from None
         return canonical_json(self.normalise(raw))
@@ -163,12 +182,12 @@ def _status(raw: Any) -> str:
 
 
 TEXT = FieldKind("text", _text())
-MONEY = FieldKind("decimal(18,2)", _decimal(2))
-PRICE = FieldKind("decimal(18,4) >= 0", _decimal(4, Decimal(0)))
-QUANTITY = FieldKind("decimal(18,3) > 0", _decimal(3, Decimal(0), exclusive=True))
-COUNT = FieldKind("decimal(18,3) >= 0", _decimal(3, Decimal(0)))
-DATE = FieldKind("date", _date)
-TIMESTAMP = FieldKind("timestamp", _timestamp)
+MONEY = FieldKind("decimal(18,2)", _decimal(2), Decimal)
+PRICE = FieldKind("decimal(18,4) >= 0", _decimal(4, Decimal(0)), Decimal)
+QUANTITY = FieldKind("decimal(18,3) > 0", _decimal(3, Decimal(0), exclusive=True), Decimal)
+COUNT = FieldKind("decimal(18,3) >= 0", _decimal(3, Decimal(0)), Decimal)
+DATE = FieldKind("date", _date, dt.date.fromisoformat)
+TIMESTAMP = FieldKind("timestamp", _timestamp, dt.datetime.fromisoformat)
 PRIORITY = FieldKind("int16", _int16)
 FLAG = FieldKind("boolean", _bool)
 CURRENCY = FieldKind("ISO 4217 code", _pattern(r"[A-Z]{3}", "a 3-letter ISO 4217 code like EUR"))

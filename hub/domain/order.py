@@ -4,22 +4,80 @@ Unlike the snapshot the world sees, the state remembers, for every field, the ve
 which it last changed and who wrote it (that is what conflict detection needs), a short
 history so a conflict can show the value at the writer's base version, and the ids of the
 proposals already decided (the dedup evidence, which must live in the state itself).
+
+The engine reads and writes the whole state once per proposal (``to_dict``/``from_dict``), so
+its table form is compact: field values as JSON values rather than JSON text inside JSON,
+each writer (system, actor) once, and decided proposal ids as short digests in one string.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any, Iterable
+from functools import lru_cache
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from hub.domain.fields import STATUS_PATH, line_of, load_json
+import orjson
+
+from hub.domain.fields import STATUS_PATH, as_is, kind_of, line_of, load_json
 from hub.events import ExternalRef, OrderSnapshot
 
 #: Earlier values kept per field, to report a conflict's base value.
 HISTORY_DEPTH = 3
 #: Proposal ids remembered per order; an older id redelivered is decided again.
 SEEN_LIMIT = 2000
+#: Bytes of BLAKE2b a decided proposal id is remembered by (see ``DecidedIds``).
+DIGEST_BYTES = 12
+#: One character per decision kind (``DecisionKind`` values) in the dedup evidence. Stored: never
+#: change or reuse a code; a new kind gets a new one.
+KIND_CODES = {"created": "c", "applied": "a", "merged": "m", "resolved": "r", "parked": "p", "kept": "k",
+              "unchanged": "u", "rejected": "x", "duplicate": "d"}
+#: The code of an id remembered without its kind (states written before answers existed).
+NO_KIND = "?"
+_KINDS = {code: kind for kind, code in KIND_CODES.items()}
+#: Marks the form of a FieldState's value (text or parsed) not made yet.
+_UNSET: Any = object()
+
+
+def parse_value(text: str | None) -> Any:
+    """A field's canonical JSON text as a Python value (None when unset).
+
+    orjson, which reads every text ``canonical_json`` writes for the field kinds (strings,
+    int16, booleans, lists, objects: no floats, no big integers) exactly as ``json`` does;
+    ``json`` for whatever orjson refuses, such as an escaped lone surrogate.
+    """
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+def value_text(value: Any) -> str | None:
+    """The canonical JSON text of a value read back from the table, None for None.
+
+    orjson with sorted keys spells every value of the field kinds exactly as ``canonical_json``
+    does (``tests/unit/test_state_encoding.py`` checks every character), ten times faster;
+    the state's values are turned back into text on every load.
+    """
+    if value is None:
+        return None
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@lru_cache(maxsize=1024)  # a decision looks its proposal's id up, then remembers it
+def event_digest(event_id: str) -> str:
+    """What an event id is remembered by: DIGEST_BYTES of its BLAKE2b hash, base64 (16 characters)."""
+    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
+    return base64.b64encode(digest).decode()
+
+
+_DIGEST_CHARS = len(event_digest(""))
 
 
 @dataclass(frozen=True)
@@ -33,18 +91,132 @@ class Decided:
 
 
 @dataclass(frozen=True)
-class FieldState:
-    """One field's current value and its provenance."""
+class DecidedIds:
+    """The proposal ids an order has decided, oldest first, and how each was decided: the dedup evidence.
 
-    #: Canonical JSON, or None when unset.
-    value: str | None
-    #: Version at which the value was last changed.
-    version: int
-    #: Source system and actor that wrote it.
-    system: str
-    actor: str
-    #: Earlier (version, value) pairs, newest first; complete while shorter than HISTORY_DEPTH.
-    earlier: tuple[tuple[int, str | None], ...] = ()
+    Up to SEEN_LIMIT of them, read and written with the state for every proposal while a lookup
+    needs one, so they are kept as one string, stored as it is: loading a state makes no object
+    per id, a lookup is one substring search, remembering one more id one concatenation. Each
+    entry is a space, then the id's ``event_digest`` (16 characters of base64, never a space),
+    one character for the decision's kind (``KIND_CODES``; ``?``: not recorded), and the version
+    it made, in decimal, when it made one: ``" 4tvB2W0+H5xmqF9Qa12"`` (applied, made version 12).
+
+    A digest stands for its id, so two ids with the same digest are one: the later one would be
+    answered DUPLICATE. With 96-bit digests and at most SEEN_LIMIT (2,000) remembered per order,
+    a new id meets a remembered digest with probability at most 2,000 / 2**96, about 2.5e-26 per
+    proposal: below 3e-11 over 10**15 proposals.
+    """
+
+    entries: str = ""
+
+    def get(self, event_id: str) -> Decided | None:
+        """How ``event_id`` was decided, or None when it was not (or is forgotten)."""
+        found = self.entries.find(" " + event_digest(event_id))
+        if found < 0:
+            return None
+        start = found + 1 + _DIGEST_CHARS
+        end = self.entries.find(" ", start)
+        entry = self.entries[start:] if end < 0 else self.entries[start:end]
+        return Decided(_KINDS.get(entry[0]), int(entry[1:]) if len(entry) > 1 else None)
+
+    def __contains__(self, event_id: object) -> bool:
+        return isinstance(event_id, str) and " " + event_digest(event_id) in self.entries
+
+    def __len__(self) -> int:
+        return self.entries.count(" ")
+
+    def remember(self, event_id: str, kind: str | None, made_version: int | None = None) -> "DecidedIds":
+        """These ids and ``event_id`` (the oldest forgotten past SEEN_LIMIT)."""
+        code = NO_KIND if kind is None else KIND_CODES[kind]
+        entries = f"{self.entries} {event_digest(event_id)}{code}{'' if made_version is None else made_version}"
+        start = 0
+        for _ in range(entries.count(" ") - SEEN_LIMIT):
+            start = entries.index(" ", start + 1)
+        return DecidedIds(entries[start:])
+
+    @classmethod
+    def of(cls, decided: Iterable[tuple[str, str | None, int | None]]) -> "DecidedIds":
+        """(event id, kind, made version) triples, oldest first, as DecidedIds (the last SEEN_LIMIT)."""
+        entries = [f" {event_digest(event_id)}{NO_KIND if kind is None else KIND_CODES[kind]}"
+                   f"{'' if made is None else made}" for event_id, kind, made in decided]
+        return cls("".join(entries[-SEEN_LIMIT:]))
+
+
+class FieldState:
+    """One field's current value and its provenance. Immutable: ``changed`` makes the next one.
+
+    Values are canonical JSON text (``value``, ``earlier``), which conflicts compare and records
+    carry, and Python values (``parsed``), which the snapshot and the table hold. A field is
+    kept in whichever form it was made from, the other made on first use: a proposal touches a
+    few fields, while every field is loaded, published and stored again for each proposal.
+    """
+
+    __slots__ = ("_value", "_parsed", "_version", "_system", "_actor", "_earlier", "_stored")
+
+    def __init__(self, value: str | None, version: int, system: str, actor: str,
+                 earlier: tuple[tuple[int, str | None], ...] = ()) -> None:
+        self._value, self._parsed, self._version, self._system, self._actor = value, _UNSET, version, system, actor
+        self._earlier: tuple[tuple[int, str | None], ...] | None = earlier
+        self._stored: list[Any] | None = None
+
+    @classmethod
+    def stored(cls, entry: list[Any], system: str, actor: str) -> "FieldState":
+        """A field from its table form: ``[value, version, writer, version1, value1, ...]`` (see
+        ``OrderState.to_dict``), values as Python values, turned into text when first asked for."""
+        state = cls.__new__(cls)
+        state._value, state._parsed, state._version, state._system, state._actor = (
+            _UNSET, entry[0], entry[1], system, actor)
+        state._earlier, state._stored = None, entry
+        return state
+
+    @property
+    def value(self) -> str | None:
+        """Canonical JSON, or None when unset."""
+        if self._value is _UNSET:
+            self._value = value_text(self._parsed)
+        return self._value
+
+    @property
+    def parsed(self) -> Any:
+        """The value as a Python value (None when unset), parsed at most once: the snapshot, the
+        status and the hold flag all read it."""
+        if self._parsed is _UNSET:
+            self._parsed = parse_value(self._value)
+        return self._parsed
+
+    @property
+    def version(self) -> int:
+        """Version at which the value was last changed."""
+        return self._version
+
+    @property
+    def system(self) -> str:
+        """Source system that wrote it."""
+        return self._system
+
+    @property
+    def actor(self) -> str:
+        """Actor that wrote it."""
+        return self._actor
+
+    @property
+    def earlier(self) -> tuple[tuple[int, str | None], ...]:
+        """Earlier (version, value) pairs, newest first; complete while shorter than HISTORY_DEPTH."""
+        if self._earlier is None:
+            flat = self._stored or ()
+            self._earlier = tuple((flat[i], value_text(flat[i + 1])) for i in range(3, len(flat), 2))
+        return self._earlier
+
+    def table_entry(self, writer: int) -> list[Any]:
+        """The table form, with ``writer`` the index of (system, actor) in the state's writers (shared
+        with this field when it is the form it was loaded from: read it, never change it)."""
+        if self._stored is not None:  # loaded from this form: reuse it, or at least its earlier values
+            return self._stored if self._stored[2] == writer else [self._parsed, self._version, writer,
+                                                                   *self._stored[3:]]
+        entry = [self.parsed, self._version, writer]
+        for version, text in self.earlier:
+            entry += (version, parse_value(text))
+        return entry
 
     def value_at(self, version: int) -> str | None:
         """The value this field had at an earlier version (None when unset or no longer known)."""
@@ -65,6 +237,77 @@ class FieldState:
         earlier = ((self.version, self.value), *self.earlier)[:HISTORY_DEPTH]
         return FieldState(value, version, system, actor, earlier)
 
+    def _key(self) -> tuple[Any, ...]:
+        return self.value, self._version, self._system, self._actor, self.earlier
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FieldState) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"FieldState(value={self.value!r}, version={self._version!r}, system={self._system!r}, "
+                f"actor={self._actor!r}, earlier={self.earlier!r})")
+
+
+class StoredFields(Mapping[str, FieldState]):
+    """An order's fields as loaded from the table: each one's table form, made a FieldState when
+    first asked for.
+
+    A proposal reads a few fields, while every field goes back into the table value and the
+    snapshot: those go as they came (``parsed_items``, ``table_entries``), without an object each.
+    Immutable like the dict it stands for: ``fields | changed`` gives them with some replaced.
+    """
+
+    __slots__ = ("_fields", "_writers")
+
+    def __init__(self, fields: dict[str, Any], writers: list[tuple[str, str]]) -> None:
+        #: By path: the table form (``[value, version, writer, ...]``), or its FieldState once made.
+        self._fields = fields
+        #: The (system, actor) pairs the table forms' writer indexes point at.
+        self._writers = writers
+
+    def __getitem__(self, path: str) -> FieldState:
+        state = self._fields[path]
+        if type(state) is list:
+            state = self._fields[path] = FieldState.stored(state, *self._writers[state[2]])
+        return state
+
+    def get(self, path: str, default: Any = None) -> Any:
+        """The field at ``path``, or ``default`` (what Mapping.get does, without raising inside)."""
+        return self[path] if path in self._fields else default
+
+    def __contains__(self, path: object) -> bool:
+        return path in self._fields
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __or__(self, changed: Mapping[str, FieldState]) -> "StoredFields":
+        return StoredFields({**self._fields, **changed}, self._writers)
+
+    def __repr__(self) -> str:
+        return f"StoredFields({dict(self.items())!r})"
+
+    def parsed_items(self) -> list[tuple[str, Any]]:
+        """Every field's path and value as a Python value."""
+        return [(path, state[0] if type(state) is list else state.parsed) for path, state in self._fields.items()]
+
+    def table_entries(self, writers: dict[tuple[str, str], int]) -> dict[str, list[Any]]:
+        """Every field's table form, its writer indexed in ``writers`` (grown in order of first use)."""
+        entries, stored_writers = {}, self._writers
+        for path, state in self._fields.items():
+            if type(state) is list:  # as loaded: the same list while its writer keeps its index
+                writer = writers.setdefault(stored_writers[state[2]], len(writers))
+                entries[path] = state if writer == state[2] else [state[0], state[1], writer, *state[3:]]
+            else:
+                entries[path] = state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
+        return entries
+
 
 @dataclass(frozen=True)
 class OrderState:
@@ -75,10 +318,11 @@ class OrderState:
     order_number: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
-    fields: dict[str, FieldState] = field(default_factory=dict)
+    #: By path (a dict, or the StoredFields ``from_dict`` reads).
+    fields: Mapping[str, FieldState] = field(default_factory=dict)
     external_refs: tuple[ExternalRef, ...] = ()
     #: Proposal ids already decided for this order, oldest first, with how each was decided.
-    decided: dict[str, Decided] = field(default_factory=dict)
+    decided: DecidedIds = field(default_factory=DecidedIds)
 
     @property
     def exists(self) -> bool:
@@ -88,12 +332,17 @@ class OrderState:
     @property
     def status(self) -> str:
         """The lifecycle status (DRAFT until someone moves it)."""
-        return load_json(self.value(STATUS_PATH)) or "DRAFT"
+        return self.parsed(STATUS_PATH) or "DRAFT"
 
     def value(self, path: str) -> str | None:
         """The canonical JSON of a field, or None when unset."""
         state = self.fields.get(path)
         return state.value if state else None
+
+    def parsed(self, path: str) -> Any:
+        """A field's value as a Python value, or None when unset."""
+        state = self.fields.get(path)
+        return state.parsed if state else None
 
     def has_seen(self, event_id: str) -> bool:
         """Whether this proposal id was already decided for this order."""
@@ -101,11 +350,7 @@ class OrderState:
 
     def remember(self, event_id: str, kind: str, made_version: int | None = None) -> "OrderState":
         """The same state, with one more decided proposal id (the oldest forgotten past SEEN_LIMIT)."""
-        decided = dict(self.decided)
-        decided[event_id] = Decided(kind, made_version)
-        while len(decided) > SEEN_LIMIT:
-            del decided[next(iter(decided))]
-        return replace(self, decided=decided)
+        return replace(self, decided=self.decided.remember(event_id, kind, made_version))
 
     def line_numbers(self) -> list[int]:
         """Line numbers that have any field set, ascending."""
@@ -114,19 +359,53 @@ class OrderState:
     # --- persistence: a compact dict of plain values for the table --------------------
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values only (JSON-ready), compact: it is written once per proposal."""
+        """Plain values only (JSON-ready), compact: it is written once per proposal. The dict shares
+        lists with the state: serialise it, never change it.
+
+        ::
+
+            {"id": order id, "v": version, "no": order number, "c": created at, "u": updated at,
+             "w": [[system, actor], ...],                      every writer once, in order of first use
+             "f": {path: [value, version, writer, version1, value1, ...]},   value as a JSON value,
+                                                               writer an index into "w", then the
+                                                               earlier (version, value) pairs, flat
+             "x": [[system, object type, external id, external number], ...],
+             "d": the DecidedIds string}
+        """
+        writers: dict[tuple[str, str], int] = {}
+        if isinstance(self.fields, StoredFields):
+            fields = self.fields.table_entries(writers)
+        else:
+            fields = {path: state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
+                      for path, state in self.fields.items()}
         return {
             "id": self.order_id, "v": self.version, "no": self.order_number,
             "c": self.created_at, "u": self.updated_at,
-            "f": {p: [s.value, s.version, s.system, s.actor, [list(e) for e in s.earlier]]
-                  for p, s in self.fields.items()},
+            "w": [list(writer) for writer in writers], "f": fields,
             "x": [[r.system, r.object_type, r.external_id, r.external_number] for r in self.external_refs],
-            "s": [[e, d.kind, d.made_version] for e, d in self.decided.items()],
+            "d": self.decided.entries,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OrderState":
-        """The inverse of ``to_dict``."""
+        """The inverse of ``to_dict``; also reads the earlier table form (``_from_first_dict``)."""
+        if "d" not in data:
+            return cls._from_first_dict(data)
+        return cls(
+            order_id=data["id"], version=data["v"], order_number=data["no"],
+            created_at=data["c"], updated_at=data["u"],
+            fields=StoredFields(dict(data["f"]), [(system, actor) for system, actor in data["w"]]),
+            external_refs=tuple(ExternalRef(system=s, object_type=t, external_id=i, external_number=n)
+                                for s, t, i, n in data["x"]),
+            decided=DecidedIds(data["d"]),
+        )
+
+    @classmethod
+    def _from_first_dict(cls, data: dict[str, Any]) -> "OrderState":
+        """A state in the table form deployments wrote first: field values as JSON text, writers
+        spelt out per field, decided ids in full (``"s"``); the next write stores the compact form."""
+        # an id alone is what states written before answers existed hold
+        decided = DecidedIds.of((seen, None, None) if isinstance(seen, str) else seen for seen in data["s"])
         return cls(
             order_id=data["id"], version=data["v"], order_number=data["no"],
             created_at=data["c"], updated_at=data["u"],
@@ -134,9 +413,7 @@ class OrderState:
                     for p, v in data["f"].items()},
             external_refs=tuple(ExternalRef(system=s, object_type=t, external_id=i, external_number=n)
                                 for s, t, i, n in data["x"]),
-            # an id alone is what states written before answers existed hold
-            decided={s: Decided(None, None) for s in data["s"] if isinstance(s, str)}
-            | {s[0]: Decided(s[1], s[2]) for s in data["s"] if not isinstance(s, str)},
+            decided=decided,
         )
 
     # --- the public face ----------------------------------------------------------------
@@ -145,9 +422,9 @@ class OrderState:
         """The snapshot the state topic carries for this version."""
         doc: dict[str, Any] = {}
         for path, state in self.fields.items():
-            if state.value is None:
+            if state.parsed is None:  # cleared
                 continue
-            _put(doc, path.split("."), load_json(state.value))
+            _put(doc, path.split("."), state.parsed)
         lines = doc.pop("lines", {})
         doc["lines"] = [{"line_no": int(n), **lines[n]} for n in sorted(lines, key=int)]
         return OrderSnapshot(
@@ -157,11 +434,88 @@ class OrderState:
             **doc,
         )
 
+    def snapshot_record(self) -> dict[str, Any]:
+        """The snapshot as the Avro writer takes it: what ``to_snapshot().to_avro()`` gives, built
+        straight from the state, because one is published for every accepted proposal.
+
+        Decimals come at their kind's scale, which is the schema's, so the codec need not quantise
+        them (``AvroCodec.encode(..., quantised=True)``); ``tests/unit/test_state_encoding.py``
+        checks the bytes equal the model's for varied states.
+        """
+        header: dict[str, Any] = {}
+        lines: dict[int, dict[str, Any]] = {}
+        fields = self.fields
+        values = fields.parsed_items() if isinstance(fields, StoredFields) else [
+            (path, state.parsed) for path, state in fields.items()]
+        for path, value in values:
+            if value is None:  # cleared
+                continue
+            line, key, inner, typed = _PLACES.get(path) or _snapshot_place(path)
+            doc = header if line is None else lines.get(line) or lines.setdefault(line, {})
+            if typed is not None:
+                value = typed(value)
+            if inner is None:
+                doc[key] = value
+            else:
+                doc.setdefault(key, {})[inner] = value
+        get = header.get
+        customer, amounts = get("customer"), get("amounts", {})
+        return {
+            "order_id": self.order_id, "order_number": self.order_number or "", "version": self.version,
+            "status": get("status", "DRAFT"), "on_hold": get("on_hold", False), "hold_reasons": get("hold_reasons", []),
+            "external_refs": [{"system": r.system, "object_type": r.object_type, "external_id": r.external_id,
+                               "external_number": r.external_number} for r in self.external_refs],
+            "customer": None if customer is None else {"id": customer["id"], "name": customer.get("name")},
+            "contact": get("contact"), "sales_owner": get("sales_owner"),
+            "customer_po_number": get("customer_po_number"), "currency": get("currency"),
+            "amounts": {"net": amounts.get("net"), "tax": amounts.get("tax"), "gross": amounts.get("gross"),
+                        "crm_expected": amounts.get("crm_expected")},
+            "requested_delivery": get("requested_delivery"), "promised_delivery": get("promised_delivery"),
+            "planned_start": get("planned_start"), "planned_end": get("planned_end"),
+            "actual_start": get("actual_start"), "actual_end": get("actual_end"),
+            "priority": get("priority", 0), "terms": get("terms"), "plant": get("plant"),
+            "credit_status": get("credit_status"),
+            "instructions": [{"key": i.get("key"), "text": i["text"]} for i in get("instructions", ())],
+            "lines": [_line_record(n, lines[n]) for n in sorted(lines)],
+            "created_at": dt.datetime.fromisoformat(self.created_at),
+            "updated_at": dt.datetime.fromisoformat(self.updated_at),
+        }
+
 
 def _put(doc: dict[str, Any], keys: list[str], value: Any) -> None:
     for key in keys[:-1]:
         doc = doc.setdefault(key, {})
     doc[keys[-1]] = value
+
+
+#: ``_snapshot_place`` of the paths met so far (a few dozen: the fields, times the line numbers in use).
+_PLACES: dict[str, tuple[int | None, str, str | None, Callable[[Any], Any] | None]] = {}
+
+
+def _snapshot_place(path: str) -> tuple[int | None, str, str | None, Callable[[Any], Any] | None]:
+    """Where a field goes in the snapshot record: its line number (None for the header), its key
+    there and the key inside that (``customer.id``, ``material.id``; None for a plain one), and
+    how the snapshot types its value (None: as it is)."""
+    line = line_of(path)
+    key, _, inner = (path.split(".", 2)[2] if line is not None else path).partition(".")
+    kind = kind_of(path)
+    typed = kind.typed if kind is not None else None
+    place = line, key, inner or None, None if typed is as_is else typed
+    if len(_PLACES) < 4096:
+        _PLACES[path] = place
+    return place
+
+
+def _line_record(line_no: int, line: dict[str, Any]) -> dict[str, Any]:
+    """One line of the snapshot record, every attribute present (None when unset), as the model dumps it."""
+    material = line["material"]
+    return {
+        "line_no": line_no, "material": {"id": material["id"], "revision": material.get("revision")},
+        "quantity": line["quantity"], "unit": line["unit"], "raw_unit": line.get("raw_unit"),
+        "unit_price": line.get("unit_price"), "confirmed_date": line.get("confirmed_date"),
+        "confirmed_quantity": line.get("confirmed_quantity"), "good_quantity": line.get("good_quantity"),
+        "scrap_quantity": line.get("scrap_quantity"),
+    }
 
 
 def merge_refs(current: Iterable[ExternalRef], proposed: Iterable[ExternalRef]) -> list[ExternalRef]:

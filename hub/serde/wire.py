@@ -164,7 +164,8 @@ class _WritePlan(NamedTuple):
     label: str
     header: bytes
     schema: dict[str, Any]
-    prepare: Callable[[Any], Any] | None
+    quantise: Callable[[Any], Any] | None
+    name_branches: Callable[[Any], Any] | None
 
 
 class AvroCodec:
@@ -172,7 +173,8 @@ class AvroCodec:
 
     Decimal fields may be given as any Decimal that fits the schema's precision and scale
     exactly: the codec quantises ``Decimal('12.5')`` to ``12.50`` for scale 2, and refuses
-    (ValueError) a value that would need rounding, because amounts are money.
+    (ValueError) a value that would need rounding, because amounts are money. Nullable unions
+    of a record or a logical type are written with their branch named (``_branch_namer``).
     """
 
     def __init__(self, store: SchemaStore, registry: SchemaRegistry | None = None) -> None:
@@ -182,12 +184,16 @@ class AvroCodec:
         self._registry_writers: dict[int, SchemaVersion] = {}
 
     def encode(
-        self, name: str, record: dict[str, Any], *, subject: str | None = None, version: int | None = None
+        self, name: str, record: dict[str, Any], *, subject: str | None = None, version: int | None = None,
+        quantised: bool = False,
     ) -> bytes:
         """``record`` as ``name`` (latest or ``version``), framed for the registry if there is one.
 
         ``subject`` defaults to ``{name}-value``; pass ``f"{topic}-value"`` for Confluent's
-        TopicNameStrategy. Raises ValueError when the record does not fit the schema.
+        TopicNameStrategy. ``quantised``: the caller knows every decimal in ``record`` has exactly
+        its schema's scale and fits its precision (as canonical field values do), so the
+        quantiser's walk over the record is skipped. Raises ValueError when the record does
+        not fit the schema.
         """
         key = (name, version, subject)
         plan = self._plans.get(key)
@@ -196,7 +202,11 @@ class AvroCodec:
         out = io.BytesIO()
         out.write(plan.header)
         try:
-            fastavro.schemaless_writer(out, plan.schema, plan.prepare(record) if plan.prepare else record)
+            if plan.quantise is not None and not quantised:
+                record = plan.quantise(record)
+            if plan.name_branches is not None:
+                record = plan.name_branches(record)
+            fastavro.schemaless_writer(out, plan.schema, record)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise ValueError(f"record does not fit {plan.label}: {exc}") from exc
         return out.getvalue()
@@ -211,7 +221,8 @@ class AvroCodec:
             header = CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
         named = writer.parsed.get("__named_schemas", {})
         root = writer.full_name.rsplit(".", 1)[-1]
-        return _WritePlan(writer.label, header, writer.parsed, _decimal_preparer(writer.parsed, named, root))
+        return _WritePlan(writer.label, header, writer.parsed, _decimal_preparer(writer.parsed, named, root),
+                          _branch_namer(writer.parsed, named))
 
     def decode(
         self,
@@ -358,6 +369,52 @@ def _decimal_preparer(schema: Any, named: dict[str, Any], where: str,
     if kind == "array" and (item := _decimal_preparer(schema["items"], named, f"{where}[]", visiting)):
         return lambda items: [item(x) for x in items]
     if kind == "map" and (value := _decimal_preparer(schema["values"], named, f"{where}{{}}", visiting)):
+        return lambda entries: {k: value(v) for k, v in entries.items()}
+    return None
+
+
+def _branch_namer(schema: Any, named: dict[str, Any], visiting: frozenset[str] = frozenset()) -> Preparer | None:
+    """A function naming the branch of every costly nullable union in a value of ``schema``, or None.
+
+    fastavro writes a union value by validating it against each branch in turn, unless the value
+    comes as ``(branch name, value)``. For a union of null and a record or a logical type (a
+    decimal, a date, a timestamp) that trial is most of the cost of writing the value, while
+    the branch is plain from the value: None is null, anything else the other branch. The bytes
+    are the same either way. Unions of null and a primitive type cost fastavro little, less than
+    naming them here would, so they are left alone, as are unions of more than two branches.
+    """
+    if isinstance(schema, str):  # a named-type reference; stop at recursion
+        if schema not in named or schema in visiting:
+            return None
+        return _branch_namer(named[schema], named, visiting | {schema})
+    if isinstance(schema, list):
+        others = [branch for branch in schema if branch != "null"]
+        if len(schema) != 2 or len(others) != 1:
+            return None
+        other = named.get(others[0], others[0]) if isinstance(others[0], str) else others[0]
+        if not isinstance(other, dict) or (other["type"] != "record" and "logicalType" not in other):
+            return None
+        # the name fastavro's tuple notation matches: a named type's full name, else its type
+        branch = other["name"] if other["type"] in ("record", "enum", "fixed") else other["type"]
+        inner = _branch_namer(other, named, visiting)
+        if inner is None:
+            return lambda value: value if value is None else (branch, value)
+        return lambda value: value if value is None else (branch, inner(value))
+    kind = schema["type"]
+    if kind == "record":
+        inside = visiting | {schema["name"]}
+        fields = [(f["name"], name) for f in schema["fields"] if (name := _branch_namer(f["type"], named, inside))]
+        if fields:
+            def name_fields(record: dict[str, Any]) -> dict[str, Any]:
+                named_record = dict(record)
+                for field_name, name in fields:
+                    if field_name in named_record:
+                        named_record[field_name] = name(named_record[field_name])
+                return named_record
+            return name_fields
+    if kind == "array" and (item := _branch_namer(schema["items"], named, visiting)):
+        return lambda items: [item(x) for x in items]
+    if kind == "map" and (value := _branch_namer(schema["values"], named, visiting)):
         return lambda entries: {k: value(v) for k, v in entries.items()}
     return None
 

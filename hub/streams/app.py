@@ -163,7 +163,7 @@ def create_app(settings: Settings) -> Any:
     routed = app.dataframe(topic(topics.proposals)).concat(app.dataframe(topic(topics.ref_links)))
     emit(routed.apply(guarded("route", route), stateful=True, metadata=True, expand=True))
     decided = app.dataframe(topic(topics.by_order))
-    emit(decided.apply(guarded("decide", lambda record, table: engine.decide(record, table, None)),
+    emit(decided.apply(guarded("decide", lambda record, table: engine.decide(record, table)),
                        stateful=True, metadata=True, expand=True))
 
     if settings.project_read_model:

@@ -1,47 +1,44 @@
-"""The engine's work per record, independent of the stream framework.
+"""The engine's work per record, independent of the stream runtime.
 
-The faust agents (``hub.streams.app``) and the benchmark's bare aiokafka loop both call
-these functions, so what is measured is the same work. Each takes the raw record and a
-mutable mapping for state (a faust Table, or a dict), and returns the records to publish.
+The worker (``hub.streams.app``, Quix Streams) and the benchmark's bare aiokafka loop both
+call these functions, so what is measured is the same work. Each takes the raw record and a
+mutable mapping for state (Quix State, or a dict), and returns the records to publish.
 
-Crash safety, at least once:
+Crash safety, at least once, with the runtime's help:
 
 1. The whole engine state of an order, dedup evidence included, is one table value, written
-   once per proposal. faust flushes the changelog before it commits input offsets, so after
-   a crash the input is replayed against state that may already contain its effects.
-2. A replayed proposal is recognised by its event id in that state and changes nothing.
-3. Its outputs may have been lost in flight, so the state also keeps a replay buffer: the
-   encoded outputs of the proposals decided since the input offset last committed (the only
-   ones a replay can meet again), re-published byte for byte when the same input record (same
-   offset) is read again. Every output carries a deterministic record id; consumers dedup by
-   it. The table value itself is written again too: a warm restart reads the worker's local
-   RocksDB, which can hold a write whose changelog record the crash lost.
-4. The same event id arriving in another record (a sender's retry, not a crash replay) is a
-   duplicate: it is answered DUPLICATE with the version it made, and nothing is re-published.
-5. The decision time is the input record's timestamp, so a replay decides identically.
+   once per proposal (``state_value``: the state, compact JSON).
+2. The runtime keeps that state consistent with the committed input offsets: after a crash the
+   worker resumes with the state as of its last commit and reads the records after it again.
+   Deciding is a pure function of the state and the record (the decision time is the record's
+   timestamp, an order number its position), so those records are decided again exactly as
+   before, and their outputs come out again byte for byte, with the same deterministic record
+   ids that consumers dedup by.
+3. The same event id arriving in another record (a sender's retry) is a duplicate: it is
+   answered DUPLICATE with the version it made, and nothing else is published.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any, MutableMapping
+
+import orjson
 
 from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.order import OrderState
 from hub.domain.rules import Rules
 from hub.errors import ReferenceTaken, UndecodableRecord
-from hub.events import ChangeProposal, FieldError, OrderRejection, ProposalAnswer, ProposalOutcome, RejectionReason
+from hub.events import (
+    ChangeProposal, ExternalRef, FieldError, OrderRejection, ProposalAnswer, ProposalOutcome, RejectionReason,
+)
 from hub.serde.wire import AvroCodec
 from hub.topics import TopicNames
 
 #: Namespace of order ids derived from the external reference that created the order.
 ORDER_ID_NAMESPACE = uuid.UUID("6f1d8a52-3c1e-4f0e-9a57-0b7c2f4d9e10")
-#: Hard cap on the re-publishable decisions kept per order (normally far fewer are kept).
-REPLAY_LIMIT = 64
 
 
 @dataclass(frozen=True)
@@ -119,32 +116,45 @@ class Engine:
     # --- stage 1: resolve the order a proposal is about and re-key by it -----------------
 
     def resolve(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> list[Outbound]:
-        """Forward a proposal keyed by its hub order id (the bytes unchanged), or explain why not."""
+        """Forward a proposal keyed by its hub order id (the bytes unchanged), or explain why not.
+
+        Only the order reference is read, from the decoded record as it is: decide validates the
+        whole proposal, and builds the model again anyway. The model is built here only for the
+        rare rejection, which carries the proposal whole.
+        """
+        try:
+            ref = self.codec.decode(record.value, "change_proposal", topic=record.topic, partition=record.partition,
+                                    offset=record.offset).value["order_ref"]
+        except UndecodableRecord as exc:
+            return [dead_letter(self.topics, record, "resolve", exc)]
+        order_id, external = ref["order_id"], ref["external"]
+        if order_id is None or not order_id.strip():  # as OrderRef.key: a blank order id names nothing
+            if external is None:
+                return self._unknown_order(record)
+            reference = ExternalRef.model_validate(external).key
+            linked = references.get(reference.encode())
+            order_id = linked.decode() if linked else order_id_for_reference(reference)
+        return [Outbound(self.topics.by_order, order_id.encode(), record.value)]
+
+    def _unknown_order(self, record: Inbound) -> list[Outbound]:
+        """The rejection and the answer for a proposal that names no order."""
         try:
             proposal = self._proposal(record)
         except UndecodableRecord as exc:
             return [dead_letter(self.topics, record, "resolve", exc)]
-        ref = proposal.order_ref
-        if ref.key is not None and ref.key == ref.order_id:
-            order_id = ref.order_id
-        elif ref.external is not None:
-            linked = references.get(ref.external.key.encode())
-            order_id = linked.decode() if linked else order_id_for_reference(ref.external.key)
-        else:
-            rejection = OrderRejection(
-                record_id=f"{proposal.event_id}:rejection", event_id=proposal.event_id, order_id=None,
-                reason=RejectionReason.UNKNOWN_ORDER,
-                errors=[FieldError(field="order_ref", rule="order_ref names the order",
-                                   message="order_ref has neither order_id nor an external reference")],
-                decided_at=record.at, proposal=proposal,
-            )
-            answer = ProposalAnswer(
-                record_id=f"{proposal.event_id}:answer", event_id=proposal.event_id,
-                source_system=proposal.source_system, outcome=ProposalOutcome.REJECTED,
-                message=rejection.errors[0].message, decided_at=record.at)
-            return [self._out(self.topics.rejections, record.key, rejection),
-                    self._out(self.topics.answers, record.key, answer)]
-        return [Outbound(self.topics.by_order, order_id.encode(), record.value)]
+        rejection = OrderRejection(
+            record_id=f"{proposal.event_id}:rejection", event_id=proposal.event_id, order_id=None,
+            reason=RejectionReason.UNKNOWN_ORDER,
+            errors=[FieldError(field="order_ref", rule="order_ref names the order",
+                               message="order_ref has neither order_id nor an external reference")],
+            decided_at=record.at, proposal=proposal,
+        )
+        answer = ProposalAnswer(
+            record_id=f"{proposal.event_id}:answer", event_id=proposal.event_id,
+            source_system=proposal.source_system, outcome=ProposalOutcome.REJECTED,
+            message=rejection.errors[0].message, decided_at=record.at)
+        return [self._out(self.topics.rejections, record.key, rejection),
+                self._out(self.topics.answers, record.key, answer)]
 
     def link_reference(self, record: Inbound, references: MutableMapping[bytes, bytes]) -> list[Outbound]:
         """Remember which order an external reference belongs to (key: reference, value: order id).
@@ -164,7 +174,7 @@ class Engine:
 
     # --- stage 2: decide -----------------------------------------------------------------
 
-    def decide(self, record: Inbound, table: MutableMapping[bytes, bytes], committed_offset: int | None) -> list[Outbound]:
+    def decide(self, record: Inbound, table: MutableMapping[bytes, bytes]) -> list[Outbound]:
         """Decide one proposal against its order's state; write the state once; return the outputs."""
         try:
             proposal = self._proposal(record)
@@ -172,45 +182,16 @@ class Engine:
             return [dead_letter(self.topics, record, "decide", exc)]
         key = record.key or b""
         stored = table.get(key)
-        entry = json.loads(stored) if stored else None
-        state = OrderState.from_dict(entry["state"]) if entry else None
+        state = stored_state(stored) if stored else None
         decision = decide(state, proposal, order_id=key.decode(), rules=self.rules, at=record.at,
                           next_order_number=lambda: order_number(record))
-        replay = (entry or {}).get("replay", [])
         if decision.kind == DecisionKind.DUPLICATE:
-            decided = next((item for item in replay if item[0] == proposal.event_id), None)
-            if decided is not None and decided[1] == record.offset:
-                # The same input record read again after a crash: its outputs may be lost, and its
-                # table write may exist only in this worker's local store (RocksDB keeps a write whose
-                # changelog record a crash lost). Re-publish them and write the same value again.
-                table[key] = stored
-                return self._replay(decided, decision.state)
             # Another record with a decided event id: a sender's retry. Answer it; change nothing.
             answer = decision.answer.model_copy(
                 update={"record_id": f"{proposal.event_id}:duplicate@{record.partition}:{record.offset}"})
             return [self._out(self.topics.answers, key, answer)]
-        outputs = self._outputs(decision, key)
-        # Keep what a replay could meet again: decisions at or after the committed offset.
-        replay = [item for item in replay
-                  if committed_offset is None or item[1] >= committed_offset][-(REPLAY_LIMIT - 1):]
-        made_version = decision.state.version if decision.accepted else None
-        replay.append([proposal.event_id, record.offset, made_version,
-                       [[o.topic, base64.b64encode(o.value).decode()] + ([o.key.decode()] if o.key != key else [])
-                        for o in outputs if o.topic != self.topics.state]])
-        table[key] = json.dumps({"state": decision.state.to_dict(), "replay": replay}, separators=(",", ":")).encode()
-        return outputs
-
-    def _replay(self, decided: list[Any], state: OrderState) -> list[Outbound]:
-        """The outputs of one decision in the replay buffer, byte for byte."""
-        _event_id, _offset, version, records = decided
-        key = state.order_id.encode()
-        # [topic, value] keyed by the order; [topic, value, key] otherwise (a reference link)
-        outputs = [Outbound(item[0], item[2].encode() if len(item) > 2 else key, base64.b64decode(item[1]))
-                   for item in records]
-        if version is not None and version == state.version:
-            # The state topic keeps only the latest: re-send it only from the proposal that made it.
-            outputs.append(self._out(self.topics.state, key, state.to_snapshot()))
-        return outputs
+        table[key] = state_value(decision.state)
+        return self._outputs(decision, key)
 
     def _outputs(self, decision: Decision, key: bytes) -> list[Outbound]:
         outputs = []
@@ -223,8 +204,8 @@ class Engine:
             outputs.append(self._out(self.topics.rejections, key, decision.rejection))
         if decision.release is not None:
             outputs.append(self._out(self.topics.releases, key, decision.release))
-        if decision.snapshot is not None:
-            outputs.append(self._out(self.topics.state, key, decision.snapshot))
+        if decision.accepted:
+            outputs.append(self._snapshot(key, decision.state))
         if decision.answer is not None:
             outputs.append(self._out(self.topics.answers, key, decision.answer))
         return outputs
@@ -240,3 +221,21 @@ class Engine:
 
     def _out(self, topic: str, key: bytes | None, event: Any) -> Outbound:
         return Outbound(topic, key, self.codec.encode(event.schema_name, event.to_avro()))
+
+    def _snapshot(self, key: bytes, state: OrderState) -> Outbound:
+        """The state record: the snapshot built straight from the state (``OrderState.snapshot_record``)."""
+        return Outbound(self.topics.state, key,
+                        self.codec.encode("order_snapshot", state.snapshot_record(), quantised=True))
+
+
+def state_value(state: OrderState) -> bytes:
+    """One order's table value: its state (``OrderState.to_dict``) as compact JSON."""
+    return orjson.dumps(state.to_dict())
+
+
+def stored_state(value: bytes) -> OrderState:
+    """The order state in one table value (what the changelog carries). Also reads the layouts the
+    faust-based engine wrote (``{"state": ..., "replay": [...]}``, or the state then replay lines)."""
+    first = value.find(b"\n")
+    entry = orjson.loads(value if first < 0 else value[:first])
+    return OrderState.from_dict(entry["state"] if "state" in entry else entry)

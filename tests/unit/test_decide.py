@@ -11,7 +11,7 @@ import yaml
 
 from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.fields import rule_path
-from hub.domain.order import HISTORY_DEPTH, Decided, OrderState
+from hub.domain.order import HISTORY_DEPTH, DecidedIds, OrderState
 from hub.events import (Actor, ChangeProposal, ConflictOutcome, ConflictPolicy, Customer, Instruction, LifecycleStatus,
                         OrderRef, RejectionReason, ReleaseLine, Writer)
 from hub.settings import PROJECT_DIR
@@ -74,7 +74,7 @@ def test_rejection_applies_nothing_but_remembers_the_event() -> None:
     after = decision.state
     assert (after.version, after.fields, after.external_refs, after.updated_at, after.order_number) == \
         (state.version, state.fields, state.external_refs, state.updated_at, state.order_number)
-    assert list(after.decided) == [*state.decided, "mixed-1"]
+    assert after.decided == state.decided.remember("mixed-1", "rejected")
     assert (decision.change, decision.snapshot, decision.conflict, decision.release) == (None, None, None, None)
     replay = decide_one(after, prop)
     assert replay.kind == DecisionKind.DUPLICATE and replay.state == after
@@ -94,7 +94,8 @@ def test_rejection_for_an_unknown_order_keeps_no_version() -> None:
     decision = decide_one(None, proposal("u-1", {"contact": "Jane"}, base=0))
     assert decision.rejection.reason == RejectionReason.UNKNOWN_ORDER
     assert decision.rejection.current_version is None and decision.rejection.order_id == ORDER_ID
-    assert decision.state.version == 0 and not decision.state.exists and list(decision.state.decided) == ["u-1"]
+    assert decision.state.version == 0 and not decision.state.exists
+    assert decision.state.decided == DecidedIds().remember("u-1", "rejected")
 
 
 # --- creation -------------------------------------------------------------------------
@@ -418,7 +419,7 @@ def test_state_survives_to_dict_and_from_dict() -> None:
     assert again == state
     assert again.to_dict() == state.to_dict()
     assert again.fields["customer_po_number"].earlier == state.fields["customer_po_number"].earlier != ()
-    empty = OrderState(order_id="O-9", decided={"x": Decided("rejected", None), "y": Decided("applied", 3)})
+    empty = OrderState(order_id="O-9", decided=DecidedIds.of([("x", "rejected", None), ("y", "applied", 3)]))
     assert OrderState.from_dict(json.loads(json.dumps(empty.to_dict()))) == empty
 
 

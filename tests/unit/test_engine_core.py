@@ -1,19 +1,25 @@
 """The engine's work per record (``hub.streams.core.Engine``) with plain dicts as tables, no broker.
 
 The crash test proves the whole on real Kafka; these pin the pieces it stands on: how a
-proposal finds its order, and that a replay re-emits exactly what the first decision emitted.
+proposal finds its order, and that a record decided again (after a crash) emits exactly what it emitted.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from hub.domain.order import OrderState
 from hub.events import OrderRef
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec
 from hub.settings import PROJECT_DIR
-from hub.streams.core import Engine, Inbound, TopicNames, order_id_for_reference
+from hub.streams.core import (
+    Engine, Inbound, TopicNames, order_id_for_reference, stored_state,
+)
 from tests.domain_helpers import RULES, creation, proposal, ref
+from tests.unit.test_state_encoding import first_form
 
 CODEC = AvroCodec(SchemaStore.load(PROJECT_DIR / "schemas"))
 TOPICS = TopicNames.load()
@@ -57,35 +63,27 @@ def test_resolve_refuses_a_proposal_naming_no_order_and_dead_letters_garbage(eng
     assert headers["__orderhub.errors.offset"] == b"9" and headers["__orderhub.errors.stage"] == b"resolve"
 
 
-def test_a_replay_re_emits_every_output_byte_for_byte_with_its_own_key(engine: Engine) -> None:
-    """Changes, releases and reference links alike: a link keeps its reference as key, not the order id."""
+def test_a_crash_replay_decides_again_byte_for_byte_with_every_output_keyed_as_before(engine: Engine) -> None:
+    """The runtime resumes with the state as of the last commit and reads the records after it again:
+    deciding them again gives the same outputs, byte for byte (changes, state, answers, reference links
+    keyed by their reference), and the same table value."""
     crm = ref("CRM", "Opportunity", "OPP-2")
     order = order_id_for_reference(crm.key)
     create = creation("c-3").model_copy(update={"order_ref": OrderRef(external=crm)})
     attach = proposal("u-1", {"customer.name": "ACME AG"}, base=1, system="ERP",
                       refs=[ref("ERP", "A_SalesOrder", "4712")], order_id=order)
+    release = proposal("u-1b", {"status": "CONFIRMED"}, base=2, system="ERP", order_id=order)
     table: dict[bytes, bytes] = {}
-    first = [engine.decide(inbound(p, i, key=order), table, committed_offset=None)
-             for i, p in enumerate((create, attach))]
-    links = [(o.key, o.value) for o in first[1] if o.topic == TOPICS.ref_links]
+    engine.decide(inbound(create, 0, key=order), table)
+    committed = dict(table)  # the last checkpoint: the creation is committed, what follows is not
+    first = [engine.decide(inbound(p, i, key=order), table) for i, p in ((1, attach), (2, release))]
+    after = dict(table)
+    links = [(o.key, o.value) for o in first[0] if o.topic == TOPICS.ref_links]
     assert links == [(b"ERP/A_SalesOrder/4712", order.encode())]
-    # the crash: the table kept both decisions, the outputs were lost, the input is read again
-    replayed = [engine.decide(inbound(p, i, key=order), table, committed_offset=0) for i, p in enumerate((create, attach))]
-    def records(outputs, *, with_state: bool) -> list:
-        return sorted((o.topic, o.key, o.value) for o in outputs if with_state or o.topic != TOPICS.state)
-
-    # the state topic keeps only the latest snapshot: the creation's is not re-sent (next test)
-    assert records(replayed[0], with_state=True) == records(first[0], with_state=False)
-    assert records(replayed[1], with_state=True) == records(first[1], with_state=True)
-
-
-def test_the_state_is_re_sent_only_by_the_proposal_that_made_the_latest_version(engine: Engine) -> None:
-    make = [creation("c-4", order_id="O-4"), proposal("u-2", {"customer.name": "X"}, base=1, order_id="O-4")]
-    table: dict[bytes, bytes] = {}
-    for i, p in enumerate(make):
-        engine.decide(inbound(p, i), table, committed_offset=None)
-    topics_of = [[o.topic for o in engine.decide(inbound(p, i), table, committed_offset=0)] for i, p in enumerate(make)]
-    assert TOPICS.state not in topics_of[0] and TOPICS.state in topics_of[1]
+    replayed = [engine.decide(inbound(p, i, key=order), committed) for i, p in ((1, attach), (2, release))]
+    assert [[(o.topic, o.key, o.value) for o in out] for out in replayed] == \
+        [[(o.topic, o.key, o.value) for o in out] for out in first]
+    assert committed == after
 
 
 def answers_in(outputs) -> list[dict]:
@@ -93,31 +91,16 @@ def answers_in(outputs) -> list[dict]:
     return [CODEC.decode(o.value).value for o in outputs if o.topic == TOPICS.answers]
 
 
-def test_a_proposal_decided_before_the_committed_offset_re_emits_nothing(engine: Engine) -> None:
-    """Its outputs were flushed before that commit and the replay buffer forgets it at the next
-    decision: read again, it is only answered as a duplicate."""
-    steps = [creation("c-5", order_id="O-5"), proposal("u-3", {"customer.name": "Y"}, base=1, order_id="O-5")]
-    table: dict[bytes, bytes] = {}
-    engine.decide(inbound(steps[0], 10), table, committed_offset=None)
-    engine.decide(inbound(steps[1], 11), table, committed_offset=11)
-    again = engine.decide(inbound(steps[0], 10), table, committed_offset=11)
-    assert [o.topic for o in again] == [TOPICS.answers]
-    assert [(a["outcome"], a["made_version"], a["first_outcome"]) for a in answers_in(again)] == \
-        [("DUPLICATE", 1, "CREATED")]
-    assert {o.topic for o in engine.decide(inbound(steps[1], 11), table, committed_offset=11)} >= \
-        {TOPICS.changes, TOPICS.state}
-
-
 def test_a_resent_event_id_is_answered_duplicate_and_re_publishes_nothing(engine: Engine) -> None:
-    """A sender's retry arrives as another record with the same event id: even while the first
-    decision is still in the replay buffer, it gets a DUPLICATE answer with the version it made,
-    under its own record id, and no change or state record."""
+    """A sender's retry arrives as another record with the same event id: it gets a DUPLICATE answer
+    with the version it made, under its own record id, and no change or state record; the table is
+    not written."""
     steps = [creation("c-8", order_id="O-8"), proposal("u-8", {"customer.name": "Q"}, base=1, order_id="O-8")]
     table = RecordingTable()
     for i, p in enumerate(steps):
-        engine.decide(inbound(p, 30 + i), table, committed_offset=None)
+        engine.decide(inbound(p, 30 + i), table)
     table.writes.clear()
-    retry = engine.decide(inbound(steps[1], 35), table, committed_offset=None)
+    retry = engine.decide(inbound(steps[1], 35), table)
     assert [o.topic for o in retry] == [TOPICS.answers] and table.writes == []
     (answer,) = answers_in(retry)
     assert (answer["outcome"], answer["made_version"], answer["first_outcome"], answer["version"]) == \
@@ -129,9 +112,9 @@ def test_a_proposal_that_changes_nothing_makes_no_version_and_publishes_only_its
     """An echo of values the order already has is UNCHANGED: no change, no state record, the answer
     names the version it confirmed."""
     table: dict[bytes, bytes] = {}
-    engine.decide(inbound(creation("c-9", order_id="O-9"), 40), table, committed_offset=None)
+    engine.decide(inbound(creation("c-9", order_id="O-9"), 40), table)
     echo = engine.decide(inbound(proposal("e-9", {"customer.name": "ACME GmbH"}, base=1, order_id="O-9"), 41),
-                         table, committed_offset=None)
+                         table)
     assert [o.topic for o in echo] == [TOPICS.answers]
     (answer,) = answers_in(echo)
     assert (answer["outcome"], answer["version"], answer["made_version"]) == ("UNCHANGED", 1, None)
@@ -154,7 +137,7 @@ def test_the_first_order_to_claim_a_reference_keeps_it(engine: Engine) -> None:
 
 
 class RecordingTable(dict):
-    """A dict that remembers every write, as a faust table sends each one to its changelog."""
+    """A dict that remembers every write, as the runtime's state sends each one to its changelog."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -165,29 +148,29 @@ class RecordingTable(dict):
         super().__setitem__(key, value)
 
 
-def test_a_replay_writes_the_table_value_again_for_the_changelog(engine: Engine) -> None:
-    """A warm restart reads local RocksDB, which may hold a write the crash kept from the changelog:
-    the replay re-sends it; a duplicate decided before the last commit writes nothing."""
-    table = RecordingTable()
-    create = creation("c-6", order_id="O-6")
-    engine.decide(inbound(create, 20), table, committed_offset=None)
-    value = table[b"O-6"]
-    table.writes.clear()
-    engine.decide(inbound(create, 20), table, committed_offset=20)
-    assert table.writes == [(b"O-6", value)]
-    engine.decide(inbound(proposal("u-6", {"customer.name": "Z"}, base=1, order_id="O-6"), 21), table,
-                  committed_offset=21)
-    table.writes.clear()
-    again = engine.decide(inbound(create, 20), table, committed_offset=21)
-    assert [o.topic for o in again] == [TOPICS.answers] and table.writes == []
-
-
 def test_a_re_decided_creation_gets_the_same_order_number(engine: Engine) -> None:
     """A crash can lose a creation's table write after its change went out; deciding it again from
     scratch must give the same number, so the number comes from the record's place, not a counter."""
     create = creation("c-7", order_id="O-7")
-    first = engine.decide(inbound(create, 4711), {}, committed_offset=None)
-    again = engine.decide(inbound(create, 4711), {}, committed_offset=None)  # the table write was lost
+    first = engine.decide(inbound(create, 4711), {})
+    again = engine.decide(inbound(create, 4711), {})  # the table write was lost
     change = [o for o in first if o.topic == TOPICS.changes]
     assert change == [o for o in again if o.topic == TOPICS.changes]
     assert CODEC.decode(change[0].value).value["order_number"] == "ORD-2025-02-004711"
+
+
+def test_a_table_value_the_faust_engine_wrote_is_read_and_decided_on(engine: Engine) -> None:
+    """Values of the faust-based engine (one JSON object: the state in its first form and a replay
+    buffer) still read as the order's state; the next write is the state alone, compact."""
+    steps = [creation("c-10", order_id="O-10"), proposal("u-10", {"customer.name": "W"}, base=1, order_id="O-10")]
+    table: dict[bytes, bytes] = {}
+    for i, p in enumerate(steps):
+        engine.decide(inbound(p, 50 + i), table)
+    decided = [(p.event_id, kind, made) for p, kind, made in zip(steps, ("created", "applied"), (1, 2))]
+    table[b"O-10"] = json.dumps({"state": first_form(stored_state(table[b"O-10"]), decided),
+                                 "replay": [["u-10", 51, 2, []]]}, separators=(",", ":")).encode()
+    assert stored_state(table[b"O-10"]).has_seen("c-10")
+    later = engine.decide(inbound(proposal("u-11", {"customer.name": "V"}, base=2, order_id="O-10"), 52), table)
+    assert [a["version"] for a in answers_in(later)] == [3]
+    assert b"\n" not in table[b"O-10"] and "replay" not in json.loads(table[b"O-10"])
+    assert stored_state(table[b"O-10"]).has_seen("u-10")

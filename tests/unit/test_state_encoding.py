@@ -1,0 +1,272 @@
+"""The order state's table form and the snapshot built straight from the state.
+
+The engine reads and writes the whole state once per proposal and publishes a snapshot for
+each accepted one, so both skip the slow general paths: the state is stored compactly
+(``OrderState.to_dict``) and the snapshot record is built without the pydantic model
+(``OrderState.snapshot_record``). These pin that nothing observable changes: the same state
+back, the form deployments wrote before still read, and the snapshot's bytes exactly those of
+the model's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import io
+import json
+import sys
+from types import ModuleType
+
+import fastavro
+import orjson
+import pytest
+
+from hub.domain.decide import DecisionKind, decide
+from hub.domain.fields import canonical_json
+from hub.domain.order import (
+    KIND_CODES, SEEN_LIMIT, DecidedIds, FieldState, OrderState, StoredFields, event_digest, value_text,
+)
+from hub.events import ChangeProposal, ExternalRef
+from hub.serde.store import SchemaStore
+from hub.serde.wire import AvroCodec
+from hub.settings import PROJECT_DIR
+from tests.domain_helpers import RULES, OrderNumbers, creation, proposal, run
+
+CODEC = AvroCodec(SchemaStore.load(PROJECT_DIR / "schemas"))
+START_MS = 1_780_000_000_000
+
+
+def workload_module() -> ModuleType:
+    """bench/workload.py, imported from its file (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_workload", PROJECT_DIR / "bench" / "workload.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up while being defined
+    spec.loader.exec_module(module)
+    return module
+
+
+def realistic_order(decisions: int, *, persist: bool = False) -> tuple[OrderState, list[tuple[str, str, int | None]]]:
+    """One order after ``decisions`` proposals of the engine benchmark's workload (a CRM creation, then
+    connector updates: mostly current, some stale, a few refused), folded through ``decide``; with
+    ``persist``, through the table form before every decision. Also (event id, kind, made version)."""
+    work = workload_module().build_workload(decisions, 1, CODEC, RULES, start_ms=START_MS)
+    state, seen = None, []
+    for item in work.proposals:
+        prop = ChangeProposal.from_avro(CODEC.decode(item.value).value)
+        if persist and state is not None:
+            state = OrderState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+        at = dt.datetime.fromtimestamp(item.timestamp_ms / 1000, dt.timezone.utc)
+        decision = decide(state, prop, order_id=item.order_id, rules=RULES, at=at, next_order_number=OrderNumbers())
+        state = decision.state
+        seen.append((prop.event_id, decision.kind.value, state.version if decision.accepted else None))
+    return state, seen
+
+
+def first_form(state: OrderState, decided: list[tuple[str, str | None, int | None]]) -> dict:
+    """The state as deployments first stored it: values as JSON text, writers per field, full event ids."""
+    return {
+        "id": state.order_id, "v": state.version, "no": state.order_number,
+        "c": state.created_at, "u": state.updated_at,
+        "f": {p: [s.value, s.version, s.system, s.actor, [list(e) for e in s.earlier]]
+              for p, s in state.fields.items()},
+        "x": [[r.system, r.object_type, r.external_id, r.external_number] for r in state.external_refs],
+        "s": [event_id if kind is None else [event_id, kind, made] for event_id, kind, made in decided],
+    }
+
+
+# --- canonical text -------------------------------------------------------------------------
+
+
+def test_value_text_spells_every_string_as_canonical_json() -> None:
+    """orjson, which turns table values back into text, spells every character (surrogates aside) as json does."""
+    for start in range(0, 0x110000, 512):
+        text = "".join(chr(c) for c in range(start, start + 512) if not 0xD800 <= c <= 0xDFFF) + '"\\/'
+        assert value_text(text) == canonical_json(text), hex(start)
+
+
+@pytest.mark.parametrize("value", [0, -32768, 32767, True, False, [], ["QA", "ünï"], "12.50",
+                                   [{"key": None, "text": "deburr"}, {"text": "7", "key": "ph"}]])
+def test_value_text_spells_the_other_kinds_as_canonical_json(value: object) -> None:
+    """Numbers, flags, lists and objects (keys sorted) read back from the table get their canonical spelling."""
+    assert value_text(value) == canonical_json(value)
+
+
+def test_canonical_json_of_a_lone_surrogate_is_still_json_spelling() -> None:
+    """orjson refuses a lone surrogate; canonical_json then spells it as it always did."""
+    assert canonical_json("a\ud800") == json.dumps("a\ud800", ensure_ascii=False)
+
+
+# --- the table form -------------------------------------------------------------------------
+
+
+def busy_state() -> tuple[OrderState, list[tuple[str, str | None, int | None]]]:
+    """An order with history, a cleared field, refs, two lines, several writers; and how each id was decided."""
+    props = [
+        creation("c", {"lines.2.material.id": "MAT-2", "lines.2.quantity": "2", "lines.2.unit": "KGM"}),
+        proposal("net", {"amounts.net": "-100.5", "currency": "eur", "lines.10.unit_price": "20"}, base=1, system="ERP",
+                 refs=[("ERP", "A_SalesOrder", "4711", "SO 4711")]),
+        proposal("po", {"customer_po_number": "PO-1", "contact": "Jane"}, base=2, system="HUB", role="sales"),
+        proposal("po-crm", {"customer_po_number": "PO-2", "contact": None}, base=2, actor_id="ünï"),
+        proposal("bad", {"amounts.net": "1"}, base=4),
+        proposal("hold", {"on_hold": True, "hold_reasons": ["QA"], "planned_start": "2026-04-01T08:00:00.1234+02:00"},
+                 base=4, system="MES"),
+    ]
+    state, decisions = run(props)
+    return state, [(p.event_id, d.kind.value, d.state.version if d.accepted else None)
+                   for p, d in zip(props, decisions)]
+
+
+def test_the_table_form_is_compact_and_reads_back_equal() -> None:
+    """Values are JSON values, each writer is stored once, ids are digests: read back, the state is equal."""
+    state, _ = busy_state()
+    stored = state.to_dict()
+    writers = [tuple(w) for w in stored["w"]]
+    assert sorted(writers) == sorted({(s.system, s.actor) for s in state.fields.values()})
+    assert all(writers[entry[2]] == (state.fields[p].system, state.fields[p].actor) for p, entry in stored["f"].items())
+    f = stored["f"]
+    assert f["amounts.net"][:2] == ["-100.50", 2] and f["amounts.net"][3:] == []
+    assert f["customer_po_number"][:2] == ["PO-2", 4] and f["customer_po_number"][3:] == [3, "PO-1"]
+    assert f["contact"][:2] == [None, 4] and f["contact"][3:] == [3, "Jane"]
+    assert f["on_hold"][0] is True and f["instructions"][0] == [{"key": "coating", "text": "zinc"}]
+    assert len(stored["d"].split()) == 6
+    again = OrderState.from_dict(json.loads(json.dumps(stored)))
+    assert isinstance(again.fields, StoredFields)
+    assert again == state and again.to_dict() == stored
+    assert again.fields["customer_po_number"] == state.fields["customer_po_number"]
+    assert again.fields["customer_po_number"].earlier == ((3, '"PO-1"'),)
+
+
+def test_a_state_read_from_the_table_decides_and_stores_as_one_kept_in_memory() -> None:
+    """Folding realistic proposals with every state stored and read back in between gives the same states,
+    and the same table forms, as folding them in memory."""
+    plain, _ = realistic_order(60)
+    stored, _ = realistic_order(60, persist=True)
+    assert stored == plain
+    assert stored.to_dict() == plain.to_dict()
+
+
+def test_the_first_table_form_is_still_read() -> None:
+    """A value deployments wrote before (values as text, writers per field, full ids, plain ids of the
+    oldest states) reads as the same state, and is stored in the compact form next."""
+    state, decided = busy_state()
+    decided = [("before-answers", None, None), *decided]
+    first = json.loads(json.dumps(first_form(state, decided)))
+    read = OrderState.from_dict(first)
+    assert read.fields == state.fields and read.external_refs == state.external_refs
+    assert read.decided == DecidedIds.of(decided)
+    assert read.decided.get("before-answers").kind is None and read.decided.get("po").made_version == 3
+    assert read.to_dict()["f"] == state.to_dict()["f"]
+
+
+# --- the dedup evidence ---------------------------------------------------------------------
+
+
+def test_decided_ids_answer_how_each_id_was_decided() -> None:
+    """An id remembered with its kind and version is found again; an unknown id is not; digests are short."""
+    decided = DecidedIds().remember("e-1", "created", 1).remember("e-2", "rejected").remember("e-3", None)
+    assert (decided.get("e-1").kind, decided.get("e-1").made_version) == ("created", 1)
+    assert (decided.get("e-2").kind, decided.get("e-2").made_version) == ("rejected", None)
+    assert (decided.get("e-3").kind, decided.get("e-3").made_version) == (None, None)
+    assert decided.get("e-4") is None and "e-4" not in decided and "e-2" in decided and len(decided) == 3
+    assert decided == DecidedIds.of([("e-1", "created", 1), ("e-2", "rejected", None), ("e-3", None, None)])
+    assert len(event_digest("e-1")) == 16 and " " not in event_digest("6f1d8a52-3c1e-4f0e-9a57-0b7c2f4d9e10")
+
+
+def test_decided_ids_forget_the_oldest_past_the_limit() -> None:
+    """Past SEEN_LIMIT ids, the oldest is forgotten (and would be decided again)."""
+    decided = DecidedIds.of((f"e-{i}", "applied", i + 1) for i in range(SEEN_LIMIT))
+    more = decided.remember("last", "applied", SEEN_LIMIT + 1)
+    assert len(more) == SEEN_LIMIT and "e-0" not in more and "e-1" in more and more.get("last").made_version == 2001
+
+
+def test_every_decision_kind_has_its_own_code() -> None:
+    """The one-character codes stored for the kinds are distinct, and cover every kind."""
+    assert set(KIND_CODES) == {kind.value for kind in DecisionKind}
+    assert len(set(KIND_CODES.values())) == len(KIND_CODES) and all(len(c) == 1 for c in KIND_CODES.values())
+
+
+# --- the size of an order's state -----------------------------------------------------------
+
+
+def test_an_order_with_40_decisions_keeps_a_compact_state() -> None:
+    """After 40 realistic decisions the state's table form is far smaller than the first form.
+
+    The goal was 2 kB; this workload's orders keep a full history (three earlier values) on most
+    of their ~28 fields, which alone is ~0.9 kB, so they take ~2.6 kB, against ~3.7 kB before.
+    """
+    state, decided = realistic_order(40)
+    compact = len(orjson.dumps(state.to_dict()))
+    first = len(json.dumps(first_form(state, decided), separators=(",", ":")).encode())
+    assert compact <= 2900 and compact <= 0.75 * first, (compact, first)
+    # with the event ids connectors send (UUIDs), the digests save more
+    uuids = [(f"{i:08x}-6539-5cbd-88e9-13a2487ad2b8", kind, made) for i, (_, kind, made) in enumerate(decided)]
+    assert len(json.dumps(first_form(state, uuids), separators=(",", ":")).encode()) - first > 900
+
+
+# --- the snapshot built straight from the state ---------------------------------------------
+
+
+def snapshot_states() -> list[OrderState]:
+    """States whose snapshots cover every kind of value: decimals (negative, zero, 18 digits), dates,
+    timestamps, lines, refs with and without numbers, cleared fields, instructions without keys, and
+    a state made outside ``decide`` (timestamps with offsets and microseconds)."""
+    busy, _ = busy_state()
+    states = [busy, realistic_order(40)[0], realistic_order(12)[0]]
+    state, decisions = run([
+        creation("s-1", {"amounts.crm_expected": "9999999999999999.99", "lines.20.material.id": "M-20",
+                         "lines.20.quantity": "0.001", "lines.20.unit": "KGM", "lines.20.raw_unit": "kg",
+                         "lines.20.material.revision": "B", "instructions": ["plain text"],
+                         "customer.name": "Ä & \"Co\"", "requested_delivery": "1969-12-31"}),
+        proposal("s-2", {"amounts.net": "0", "amounts.tax": "-0.00", "amounts.gross": "-12.01", "plant": "P1",
+                         "lines.20.unit_price": "0.0001", "lines.20.confirmed_date": "2027-01-02",
+                         "lines.20.confirmed_quantity": "0", "lines.10.confirmed_quantity": "123456789012345.678",
+                         "promised_delivery": "2026-12-24", "credit_status": "OK", "terms": "NET30", "priority": -5},
+                 base=1, system="ERP", refs=[("ERP", "A_SalesOrder", "1"), ("ERP", "Billing", "2", "B-2")]),
+        proposal("s-3", {"actual_start": "1969-12-31T23:59:59.999Z", "planned_end": "2026-12-01T08:00:00.5+00:00",
+                         "lines.20.good_quantity": "5", "lines.20.scrap_quantity": "0.5", "on_hold": False,
+                         "hold_reasons": []}, base=2, system="MES"),
+        proposal("s-4", {"customer.name": None, "sales_owner": "Rep", "contact": "C", "customer_po_number": "PO"},
+                 base=3),
+    ])
+    assert all(d.accepted for d in decisions), [d.rejection for d in decisions]
+    states.append(state)
+    states.append(OrderState(
+        order_id="O-x", version=3, order_number=None, created_at="2026-03-02T09:30:00.123456+00:00",
+        updated_at="2026-03-02T10:30:00+01:00",
+        fields={"customer.id": FieldState('"C-1"', 1, "HUB", "kit"),
+                "status": FieldState('"RELEASED"', 3, "HUB", "kit"),
+                "lines.1.material.id": FieldState('"M"', 1, "HUB", "kit"),
+                "lines.1.quantity": FieldState('"1.000"', 1, "HUB", "kit"),
+                "lines.1.unit": FieldState('"C62"', 1, "HUB", "kit"),
+                "amounts.net": FieldState(None, 2, "HUB", "kit", ((1, '"1.00"'),))},
+        external_refs=(ExternalRef(system="CRM", object_type="Opportunity", external_id="1"),)))
+    return states
+
+
+def model_bytes(state: OrderState) -> bytes:
+    """The snapshot as published before: the pydantic model, dumped, quantised by the codec, written by
+    fastavro trying each union branch."""
+    plan = CODEC._plan("order_snapshot", None, None)
+    out = io.BytesIO()
+    out.write(plan.header)
+    fastavro.schemaless_writer(out, plan.schema, plan.quantise(state.to_snapshot().to_avro()))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("index", range(5))
+def test_the_snapshot_record_encodes_to_the_bytes_of_the_snapshot_model(index: int) -> None:
+    """For varied states, the record built from the state equals the model's dump and encodes, without
+    the quantiser and with union branches named, to exactly the bytes the model path wrote."""
+    state = snapshot_states()[index]
+    record = state.snapshot_record()
+    assert record == state.to_snapshot().to_avro()
+    published = CODEC.encode("order_snapshot", record, quantised=True)
+    assert published == model_bytes(state) == CODEC.encode("order_snapshot", state.to_snapshot().to_avro())
+    assert CODEC.decode(published).value["version"] == state.version
+
+
+def test_the_snapshot_record_reads_a_state_from_the_table_form_alike() -> None:
+    """A state read back from the table (values as JSON values) gives the same snapshot bytes."""
+    for state in snapshot_states():
+        again = OrderState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
+        assert CODEC.encode("order_snapshot", again.snapshot_record(), quantised=True) == model_bytes(state)
