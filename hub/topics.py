@@ -154,6 +154,9 @@ class TopicNames:
         """The names the hub configured by ``settings`` uses."""
         return cls.load(settings.topics_file, settings.schemas_dir, settings.topic_namespace)
 
+    #: The roles of the two topics proposals travel on (``proposal_role`` picks one).
+    PROPOSAL_ROLES = ("proposals", "by_order")
+
     @staticmethod
     def proposal_role(order_id: str | None) -> str:
         """Where a proposal goes: one that names its hub order id straight to the engine's by-order

@@ -44,6 +44,7 @@ from hub.events import ChangeProposal, OrderRelease, OrderSnapshot, ReleaseLine
 from hub.sdk.connector import Connector, OutsideChange
 from hub.sdk.runtime import ConnectorRuntime
 from hub.settings import Settings
+from hub.topics import TopicNames
 
 AT = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.timezone.utc)
 #: How long a push source (webhook, MQTT) may take to hand over what it received.
@@ -150,7 +151,8 @@ class ConnectorContract:
 
     def proposals(self, runtime: ConnectorRuntime) -> list[ChangeProposal]:
         pending = runtime.store.pending()
-        return [ChangeProposal.from_avro(runtime.codec.decode(p.value).value) for p in pending if p.role == "proposals"]
+        return [ChangeProposal.from_avro(runtime.codec.decode(p.value).value) for p in pending
+                if p.role in TopicNames.PROPOSAL_ROLES]
 
     async def outside_change(self, peer: Any, connector: Connector, runtime: ConnectorRuntime, key: str) -> OrderSnapshot | None:
         """One outside change: a new order, or a change to an order the runtime is told the hub has."""
@@ -223,11 +225,11 @@ class ConnectorContract:
             while True:  # polled, or pushed through emit by the connector's own listener
                 changes, cursor = await self.polled(connector, cursor)
                 await runtime.emit(changes, cursor)
-                roles = [p.role for p in runtime.store.pending()]
-                if "dead_letters" in roles and "proposals" in roles or time.monotonic() > deadline:
+                roles = {"proposal" if p.role in TopicNames.PROPOSAL_ROLES else p.role for p in runtime.store.pending()}
+                if {"dead_letters", "proposal"} <= roles or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.2)
-            assert "dead_letters" in roles and "proposals" in roles, roles
+            assert {"dead_letters", "proposal"} <= roles, roles
             dead = next(p for p in runtime.store.pending() if p.role == "dead_letters")
             assert dict(dead.headers)["__orderhub.errors.exception.message"]
 
@@ -258,7 +260,7 @@ class ConnectorContract:
             changes, cursor = await self.polled(connector, start)
             await runtime.emit(changes, cursor)
             before = [(p.event_id, p.value) for p in runtime.store.pending()]
-            assert len([p for p in runtime.store.pending() if p.role == "proposals"]) >= 2
+            assert len([p for p in runtime.store.pending() if p.role in TopicNames.PROPOSAL_ROLES]) >= 2
             runtime.store.close()
             reopened = self.runtime(connector, hub_settings)
             assert [(p.event_id, p.value) for p in reopened.store.pending()] == before

@@ -30,7 +30,9 @@ Nothing happens at import time: ``create_app`` builds everything from settings.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import time
 from typing import Any, Callable, Iterator, MutableMapping
 
 from hub.domain.rules import Rules
@@ -40,7 +42,7 @@ from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
 from hub.streams.core import Engine, Inbound, Outbound, TopicNames, dead_letter
-from hub.streams.delivery import retrying, stop_on_fatal, write_batch
+from hub.streams.delivery import backoff_s, retrying, stop_on_fatal, write_batch
 
 #: The engine's consumer group (namespaced) and the stem of its changelog topics. "-v2": the
 #: state of the faust-based engine (group "orderhub-engine") is not readable by this one.
@@ -224,12 +226,28 @@ def _add_projector(app: Any, settings: Settings, codec: AvroCodec, topics: Topic
         app.dataframe(topic(source)).sink(ReadModelSink(schema, event_type, write))
 
 
-def run_worker(settings: Settings) -> int:
-    """Run the engine in this process until SIGTERM or SIGINT (Quix then commits what it decided)."""
+def run_worker(settings: Settings, *, sleep: Callable[[float], Any] = time.sleep) -> int:
+    """Run the engine in this process until SIGTERM or SIGINT (Quix then commits what it decided).
+
+    When Kafka goes away long enough for a checkpoint to fail (or Quix gives up waiting for the
+    brokers), Quix stops the application without committing: the worker says so and starts it again
+    with back-off, as a crash-restart would, so an outage is waited out instead of ending the worker.
+    """
+    from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
+    from quixstreams.kafka.exceptions import BaseKafkaException, KafkaBrokerUnavailableError
+
     from hub.logs import configure
 
     configure(settings)
-    app = create_app(settings)
-    log.info(READY)
-    app.run()
+    unavailable = (BaseKafkaException, KafkaBrokerUnavailableError, CheckpointProducerTimeout)
+    for attempt in itertools.count():
+        app = create_app(settings)
+        log.info(READY)
+        try:
+            app.run()
+            return 0
+        except unavailable as exc:
+            log.warning("Kafka is unavailable (%s: %s); nothing after the last commit was committed; "
+                        "starting again in %.1fs", type(exc).__name__, exc, backoff_s(attempt))
+            sleep(backoff_s(attempt))
     return 0

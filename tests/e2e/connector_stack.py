@@ -204,11 +204,16 @@ def changes_of(records: list[ConsumerRecord], order_id: str) -> list[OrderChange
 
 
 async def order_changes(settings: Settings, order_id: str, version: int, timeout: float = 90) -> list[OrderChange]:
-    """Every change record of ``order_id`` on the changes topic, once version ``version`` is there."""
+    """Every change of ``order_id`` on the changes topic, once version ``version`` is there, each once:
+    a worker that restarts re-emits what it decided after its last commit, identically, under the same
+    record id (at least once; consumers dedup by record id)."""
     found = await read_until(settings, ["changes"],
                              lambda records: any(c.version >= version for c in changes_of(records["changes"], order_id)),
                              timeout)
-    return changes_of(found["changes"], order_id)
+    once: dict[str, OrderChange] = {}
+    for change in changes_of(found["changes"], order_id):
+        assert once.setdefault(change.record_id, change) == change, f"{change.record_id} re-emitted otherwise"
+    return list(once.values())
 
 
 def answers(records: list[ConsumerRecord]) -> list[ProposalAnswer]:
