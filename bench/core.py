@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import json
 import statistics
 import sys
@@ -57,6 +58,9 @@ def run_once(engine: Engine, workload: Workload, answers: Counter | None = None
     orders: dict[bytes, bytes] = {}
     offsets = {p: count() for p in range(PARTITIONS)}
     per_order: Counter = Counter()
+    # the code before the engine-speed work (run from its own checkout) takes the committed offset too
+    decide = (engine.decide if "committed_offset" not in inspect.signature(engine.decide).parameters
+              else lambda record, table: engine.decide(record, table, None))
     began = time.perf_counter()
     for index, proposal in enumerate(workload.proposals):
         inbound = Inbound(topics.proposals, index % PARTITIONS, index, proposal.timestamp_ms, proposal.key,
@@ -67,7 +71,7 @@ def run_once(engine: Engine, workload: Workload, answers: Counter | None = None
             partition = zlib.crc32(out.key) % PARTITIONS
             record = Inbound(topics.by_order, partition, next(offsets[partition]), proposal.timestamp_ms,
                              out.key, out.value)
-            for result in engine.decide(record, orders):
+            for result in decide(record, orders):
                 if result.topic == topics.ref_links:
                     engine.link_reference(Inbound(result.topic, 0, 0, proposal.timestamp_ms, result.key,
                                                   result.value), references)
