@@ -5,6 +5,7 @@ come back; two instances share the work and one killed mid-hook loses nothing.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import re
@@ -150,7 +151,7 @@ async def test_two_instances_share_the_sink_and_one_killed_mid_hook_loses_nothin
                                command=("connectors", "run", "--file", str(declared)),
                                ready_mark="connector erp-shared (erp, system ERP) running")
                  for name in ("erp-a", "erp-b")]
-    orders = [f"erp-shared-{uuid.uuid4().hex[:6]}-{n}" for n in range(24)]
+    orders: list[str] = []
 
     def creating(instance: WorkerProcess) -> list[str]:
         return re.findall(r"creating the sales order of hub order (\S+)", instance.log_path.read_text())
@@ -159,12 +160,23 @@ async def test_two_instances_share_the_sink_and_one_killed_mid_hook_loses_nothin
         for instance in instances:
             instance.start().wait_ready()
         async with HubClient(hub_settings) as client:
-            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[:16]))
-            # both at work (the orders spread over the partitions), then one dies in the middle of a hook
-            await poll_until(lambda: all(creating(i) for i in instances), 90, "sales orders from both instances")
+            async def more(count: int) -> None:
+                new = [f"erp-shared-{uuid.uuid4().hex[:6]}-{len(orders) + n}" for n in range(count)]
+                orders.extend(new)
+                await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in new))
+
+            # both at work: the second instance may join after the first took every partition, so orders
+            # keep coming until each has made sales orders; then one dies in the middle of a hook
+            await more(12)
+            for _ in range(12):
+                with contextlib.suppress(AssertionError):
+                    await poll_until(lambda: all(creating(i) for i in instances), 10, "sales orders from both")
+                    break
+                await more(4)
+            assert all(creating(i) for i in instances), "both instances made sales orders"
             victim, survivor = instances
             seen = len(creating(victim))
-            await asyncio.gather(*(client.propose(creation(o), timeout_s=60) for o in orders[16:]))
+            await more(8)
             await poll_until(lambda: len(creating(victim)) > seen or all(
                 sap.sales_orders_with_text(erp_url, "ZHUB", o) for o in orders), 90, "the victim's next hook")
             assert victim.kill() == -signal.SIGKILL
