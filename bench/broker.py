@@ -140,7 +140,7 @@ async def read_changelog(settings: Settings, topics: list[str], table: str, time
     """Read the changelog ``topics`` whole with one fresh plain consumer, timed from its start (connecting,
     assigning, finding the ends, reading): the floor a table rebuild, which does all of that too, is
     compared with. The value sizes are those of ``table`` (one of them)."""
-    partitions = {topic: await _partitions(settings, topic) for topic in topics}
+    partitions = {topic: await hub_topics.topic_partitions(settings, topic) for topic in topics}
     began = time.monotonic()
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None, enable_auto_commit=False,
                                 max_partition_fetch_bytes=8 * 1024 * 1024)
@@ -168,15 +168,6 @@ async def read_changelog(settings: Settings, topics: list[str], table: str, time
                              max(kept, default=0))
     finally:
         await consumer.stop()
-
-
-async def _partitions(settings: Settings, topic: str) -> set[int]:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        return set(await producer.partitions_for(topic))
-    finally:
-        await producer.stop()
 
 
 @dataclass

@@ -158,12 +158,9 @@ def run_quix(settings: Settings, group: str, topics: TopicNames, state_dir: Path
     decide, with the order's engine state as bytes in Quix's RocksDB State (changelogged) ->
     each output to its topic through the application's producer.
     """
-    try:
-        from quixstreams import Application, message_context
-        from quixstreams.models.serializers import Serializer
-        from quixstreams.state.rocksdb import RocksDBOptions
-    except ImportError as exc:
-        raise SystemExit("the Quix peer needs quixstreams (a dependency of orderhub)") from exc
+    from quixstreams import Application, message_context
+    from quixstreams.models.serializers import Serializer
+    from quixstreams.state.rocksdb import RocksDBOptions
 
     class OutboundValue(Serializer):
         """Writes an ``Outbound``'s bytes as they are (the engine has encoded them already)."""

@@ -181,24 +181,31 @@ async def measure_raw(bench: Bench) -> None:
 # --- 5. the engine's work without a framework ------------------------------------------------
 
 
+async def _loop_throughput(bench: Bench, scoped: Settings, topics: TopicNames, label: str, process: Process,
+                           figure: str, mix_figure: str | None, cpu_figure: str | None = None) -> None:
+    """A loop that says when it takes its first record, on the pre-produced proposals: its proposals
+    per second as ``figure``, and how many it decided unlike the pure fold as ``mix_figure``."""
+    await produce(scoped, topics.proposals, bench.records())
+    try:
+        per_s, watch, _ = await _throughput(bench, label, process, topics, scoped,
+                                            lambda: _first_event(process, "first", bench.timeout), cpu_figure=cpu_figure)
+    finally:
+        process.stop()
+    bench.figures[figure] = round(per_s)
+    if mix_figure:
+        bench.figures[mix_figure] = mix_difference(bench.workload.expected, observed_mix(bench, topics, watch.values))
+
+
 async def measure_bare(bench: Bench, profile: Path | None = None) -> None:
     """bare_engine_per_s: hub.streams.core.Engine in one aiokafka consume -> produce loop."""
     async def work(scoped: Settings, topics: TopicNames) -> None:
-        await produce(scoped, topics.proposals, bench.records())
-        extra = ("--profile", str(profile)) if profile else ()
-        loop = _contestant(bench, "bare", scoped, *extra)
-        try:
-            per_s, watch, _ = await _throughput(bench, "bare engine" + (" (profiled)" if profile else ""), loop,
-                                                topics, scoped, lambda: _first_event(loop, "first", bench.timeout),
-                                                cpu_figure=None if profile else "bare")
-        finally:
-            loop.stop()
+        loop = _contestant(bench, "bare", scoped, *(("--profile", str(profile)) if profile else ()))
         if profile:
-            bench.figures["profiled_bare_engine_per_s"] = round(per_s)
-            return
-        bench.figures["bare_engine_per_s"] = round(per_s)
-        bench.figures["bare_mix_mismatches"] = mix_difference(bench.workload.expected,
-                                                              observed_mix(bench, topics, watch.values))
+            await _loop_throughput(bench, scoped, topics, "bare engine (profiled)", loop,
+                                   "profiled_bare_engine_per_s", None)
+        else:
+            await _loop_throughput(bench, scoped, topics, "bare engine", loop, "bare_engine_per_s",
+                                   "bare_mix_mismatches", cpu_figure="bare")
     await _in_namespace(bench, "bare" if not profile else "profile", work)
 
 
@@ -211,19 +218,12 @@ async def measure_before(bench: Bench, commit: str) -> None:
                         str(folder), commit], check=True, capture_output=True)
     try:
         async def work(scoped: Settings, topics: TopicNames) -> None:
-            await produce(scoped, topics.proposals, bench.records())
             loop = Process([sys.executable, str(folder / "bench" / "contestants.py"), "bare", "--namespace",
                             scoped.topic_namespace], bench.workdir / f"before-{scoped.topic_namespace.rstrip('.')}.log",
                            {**os.environ, "PYTHONPATH": str(folder)})
             loop.cwd = folder
-            try:
-                per_s, watch, _ = await _throughput(bench, f"bare engine at {commit[:10]}", loop, topics, scoped,
-                                                    lambda: _first_event(loop, "first", bench.timeout))
-            finally:
-                loop.stop()
-            bench.figures["bare_before_per_s"] = round(per_s)
-            bench.figures["before_mix_mismatches"] = mix_difference(bench.workload.expected,
-                                                                    observed_mix(bench, topics, watch.values))
+            await _loop_throughput(bench, scoped, topics, f"bare engine at {commit[:10]}", loop, "bare_before_per_s",
+                                   "before_mix_mismatches")
         await _in_namespace(bench, "before", work)
         # the loop's own work without Kafka (bench/core.py), this tree's and the earlier one's, in turn
         shutil.copy(Path(__file__).resolve().parent / "core.py", folder / "bench" / "core.py")
@@ -302,17 +302,10 @@ async def profile_worker(bench: Bench, profile: Path) -> None:
 async def measure_quix(bench: Bench) -> None:
     """quix_per_s: the same Engine under Quix Streams (group_by hop, RocksDB State, changelog)."""
     async def work(scoped: Settings, topics: TopicNames) -> None:
-        await produce(scoped, topics.proposals, bench.records())
         state = bench.workdir / f"state-{scoped.topic_namespace.rstrip('.')}"
         app = _contestant(bench, "quix", scoped, "--state-dir", str(state))
-        try:
-            per_s, watch, _ = await _throughput(bench, "quix peer", app, topics, scoped,
-                                                lambda: _first_event(app, "first", bench.timeout), cpu_figure="quix")
-        finally:
-            app.stop()
-        bench.figures["quix_per_s"] = round(per_s)
-        bench.figures["quix_mix_mismatches"] = mix_difference(bench.workload.expected,
-                                                              observed_mix(bench, topics, watch.values))
+        await _loop_throughput(bench, scoped, topics, "quix peer", app, "quix_per_s", "quix_mix_mismatches",
+                               cpu_figure="quix")
     await _in_namespace(bench, "quix", work)
 
 

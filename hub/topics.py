@@ -165,6 +165,17 @@ class TopicNames:
         return "by_order" if order_id is not None and order_id.strip() else "proposals"
 
 
+async def topic_partitions(settings: Settings, topic: str) -> set[int]:
+    """The partitions of ``topic``: a producer fetches a topic's metadata on demand (a consumer without
+    a subscription has no public call that does)."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+    await producer.start()
+    try:
+        return set(await producer.partitions_for(topic))
+    finally:
+        await producer.stop()
+
+
 def co_partitions(declared: list[TopicDeclaration], group: str) -> int:
     """The partition count of a co-partitioned group (its tables have as many partitions)."""
     counts = {d.partitions for d in declared if d.co_partitioned == group}

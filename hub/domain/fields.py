@@ -42,8 +42,20 @@ def canonical_json(value: Any) -> str | None:
 
 
 def load_json(text: str | None) -> Any:
-    """Read a canonical JSON value back (decimals stay strings: parse them with their kind)."""
-    return None if text is None else json.loads(text)
+    """Canonical (or any) JSON text as a Python value, None for None (decimals stay strings: parse
+    them with their kind).
+
+    orjson, which reads every text ``canonical_json`` writes for the field kinds (strings,
+    int16, booleans, lists, objects: no floats, no big integers) exactly as ``json`` does;
+    ``json`` for whatever orjson refuses (an escaped lone surrogate, an integer past 64 bits,
+    NaN), so every text reads as ``json.loads`` reads it.
+    """
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def as_is(value: Any) -> Any:

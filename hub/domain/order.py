@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
@@ -41,21 +40,6 @@ NO_KIND = "?"
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
 #: Marks the form of a FieldState's value (text or parsed) not made yet.
 _UNSET: Any = object()
-
-
-def parse_value(text: str | None) -> Any:
-    """A field's canonical JSON text as a Python value (None when unset).
-
-    orjson, which reads every text ``canonical_json`` writes for the field kinds (strings,
-    int16, booleans, lists, objects: no floats, no big integers) exactly as ``json`` does;
-    ``json`` for whatever orjson refuses, such as an escaped lone surrogate.
-    """
-    if text is None:
-        return None
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 def value_text(value: Any) -> str | None:
@@ -181,7 +165,7 @@ class FieldState:
         """The value as a Python value (None when unset), parsed at most once: the snapshot, the
         status and the hold flag all read it."""
         if self._parsed is _UNSET:
-            self._parsed = parse_value(self._value)
+            self._parsed = load_json(self._value)
         return self._parsed
 
     @property
@@ -215,7 +199,7 @@ class FieldState:
                                                                    *self._stored[3:]]
         entry = [self.parsed, self._version, writer]
         for version, text in self.earlier:
-            entry += (version, parse_value(text))
+            entry += (version, load_json(text))
         return entry
 
     def value_at(self, version: int) -> str | None:

@@ -31,7 +31,7 @@ import logging
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
@@ -44,6 +44,7 @@ from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
 from hub.sdk.store import ConnectorStore, Pending
 from hub.settings import Settings
 from hub.streams.core import error_headers
+from hub.topics import topic_partitions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -273,7 +274,7 @@ class ConnectorRuntime:
                                     enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         try:
-            partitions = {topic: [TopicPartition(topic, p) for p in sorted(await _partitions(self.settings, topic))]
+            partitions = {topic: [TopicPartition(topic, p) for p in sorted(await topic_partitions(self.settings, topic))]
                           for topic in (state, answers)}
             consumer.assign(partitions[state] + partitions[answers])
             for topic in (state, answers):
@@ -511,17 +512,6 @@ async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) 
 
 async def _async(value: T) -> T:
     return value
-
-
-async def _partitions(settings: Settings, topic: str) -> set[int]:
-    """The partitions of ``topic``: a producer fetches a topic's metadata on demand (a consumer without
-    a subscription has no public call that does)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
-    await producer.start()
-    try:
-        return set(await producer.partitions_for(topic))
-    finally:
-        await producer.stop()
 
 
 def utcnow() -> dt.datetime:

@@ -341,39 +341,55 @@ def _quantiser(scale: int, precision: int, where: str) -> Preparer:
     return quantise
 
 
-def _decimal_preparer(schema: Any, named: dict[str, Any], where: str,
-                      visiting: frozenset[str] = frozenset()) -> Preparer | None:
-    """A function quantising every decimal in a value of ``schema``, or None if it has none.
+Special = Callable[[Any, str, Callable[[Any, str], "Preparer | None"]], "tuple[bool, Preparer | None]"]
 
-    Built once per schema, so encoding walks only the paths that hold decimals.
+
+def _schema_preparer(schema: Any, named: dict[str, Any], where: str, special: Special,
+                     visiting: frozenset[str] = frozenset()) -> Preparer | None:
+    """A function preparing a value of ``schema`` for fastavro, or None when nothing in it needs it.
+
+    Built once per schema, so encoding walks only the paths that need it. This walks named-type
+    references (stopping at recursion), records, arrays and maps; ``special(schema, where, walk)``
+    decides the rest (unions, logical types): ``(True, preparer or None)`` when it handles the
+    node, ``(False, None)`` to let the walk go on. ``walk(schema, where)`` prepares a nested schema.
     """
     if isinstance(schema, str):  # a named-type reference; stop at recursion
         if schema not in named or schema in visiting:
             return None
-        return _decimal_preparer(named[schema], named, where, visiting | {schema})
-    if isinstance(schema, list):  # a union: the first branch that takes the value's Python type
-        branches = [(_PYTHON_TYPES[_kind(branch, named)], prepare) for branch in schema
-                    if (prepare := _decimal_preparer(branch, named, where, visiting))]
-        if not branches:
-            return None
-        return lambda value: next((p(value) for types, p in branches if isinstance(value, types)), value)
+        return _schema_preparer(named[schema], named, where, special, visiting | {schema})
+    handled, prepare = special(schema, where, lambda inner, at: _schema_preparer(inner, named, at, special, visiting))
+    if handled:
+        return prepare
     kind = schema["type"]
-    if schema.get("logicalType") == "decimal" and kind in ("bytes", "fixed"):
-        return _quantiser(schema.get("scale", 0), schema["precision"], where)
     if kind == "record":
-        inner = visiting | {schema["name"]}
+        inside = visiting | {schema["name"]}
         fields = [(f["name"], prepare) for f in schema["fields"]
-                  if (prepare := _decimal_preparer(f["type"], named, f"{where}.{f['name']}", inner))]
+                  if (prepare := _schema_preparer(f["type"], named, f"{where}.{f['name']}", special, inside))]
         if fields:
             return lambda record: {**record, **{n: p(record[n]) for n, p in fields if n in record}}
-    if kind == "array" and (item := _decimal_preparer(schema["items"], named, f"{where}[]", visiting)):
+    if kind == "array" and (item := _schema_preparer(schema["items"], named, f"{where}[]", special, visiting)):
         return lambda items: [item(x) for x in items]
-    if kind == "map" and (value := _decimal_preparer(schema["values"], named, f"{where}{{}}", visiting)):
+    if kind == "map" and (value := _schema_preparer(schema["values"], named, f"{where}{{}}", special, visiting)):
         return lambda entries: {k: value(v) for k, v in entries.items()}
     return None
 
 
-def _branch_namer(schema: Any, named: dict[str, Any], visiting: frozenset[str] = frozenset()) -> Preparer | None:
+def _decimal_preparer(schema: Any, named: dict[str, Any], where: str) -> Preparer | None:
+    """A function quantising every decimal in a value of ``schema``, or None if it has none."""
+    def special(node: Any, at: str, walk: Callable[[Any, str], Preparer | None]) -> tuple[bool, Preparer | None]:
+        if isinstance(node, list):  # a union: the first branch that takes the value's Python type
+            branches = [(_PYTHON_TYPES[_kind(branch, named)], prepare) for branch in node
+                        if (prepare := walk(branch, at))]
+            if not branches:
+                return True, None
+            return True, lambda value: next((p(value) for types, p in branches if isinstance(value, types)), value)
+        if node.get("logicalType") == "decimal" and node["type"] in ("bytes", "fixed"):
+            return True, _quantiser(node.get("scale", 0), node["precision"], at)
+        return False, None
+    return _schema_preparer(schema, named, where, special)
+
+
+def _branch_namer(schema: Any, named: dict[str, Any]) -> Preparer | None:
     """A function naming the branch of every costly nullable union in a value of ``schema``, or None.
 
     fastavro writes a union value by validating it against each branch in turn, unless the value
@@ -383,40 +399,22 @@ def _branch_namer(schema: Any, named: dict[str, Any], visiting: frozenset[str] =
     are the same either way. Unions of null and a primitive type cost fastavro little, less than
     naming them here would, so they are left alone, as are unions of more than two branches.
     """
-    if isinstance(schema, str):  # a named-type reference; stop at recursion
-        if schema not in named or schema in visiting:
-            return None
-        return _branch_namer(named[schema], named, visiting | {schema})
-    if isinstance(schema, list):
-        others = [branch for branch in schema if branch != "null"]
-        if len(schema) != 2 or len(others) != 1:
-            return None
+    def special(node: Any, at: str, walk: Callable[[Any, str], Preparer | None]) -> tuple[bool, Preparer | None]:
+        if not isinstance(node, list):
+            return False, None
+        others = [branch for branch in node if branch != "null"]
+        if len(node) != 2 or len(others) != 1:
+            return True, None
         other = named.get(others[0], others[0]) if isinstance(others[0], str) else others[0]
         if not isinstance(other, dict) or (other["type"] != "record" and "logicalType" not in other):
-            return None
+            return True, None
         # the name fastavro's tuple notation matches: a named type's full name, else its type
         branch = other["name"] if other["type"] in ("record", "enum", "fixed") else other["type"]
-        inner = _branch_namer(other, named, visiting)
+        inner = walk(other, at)
         if inner is None:
-            return lambda value: value if value is None else (branch, value)
-        return lambda value: value if value is None else (branch, inner(value))
-    kind = schema["type"]
-    if kind == "record":
-        inside = visiting | {schema["name"]}
-        fields = [(f["name"], name) for f in schema["fields"] if (name := _branch_namer(f["type"], named, inside))]
-        if fields:
-            def name_fields(record: dict[str, Any]) -> dict[str, Any]:
-                named_record = dict(record)
-                for field_name, name in fields:
-                    if field_name in named_record:
-                        named_record[field_name] = name(named_record[field_name])
-                return named_record
-            return name_fields
-    if kind == "array" and (item := _branch_namer(schema["items"], named, visiting)):
-        return lambda items: [item(x) for x in items]
-    if kind == "map" and (value := _branch_namer(schema["values"], named, visiting)):
-        return lambda entries: {k: value(v) for k, v in entries.items()}
-    return None
+            return True, lambda value: value if value is None else (branch, value)
+        return True, lambda value: value if value is None else (branch, inner(value))
+    return _schema_preparer(schema, named, "", special)
 
 
 def _kind(schema: Any, named: dict[str, Any]) -> str:
