@@ -328,6 +328,8 @@ class Process:
             "ORDERHUB_TOPIC_NAMESPACE": settings.topic_namespace,
             "ORDERHUB_STATE_DIR": str(state_dir),
             "ORDERHUB_PROJECT_READ_MODEL": "false",
+            # the workload is folded without workflow rules, as the code before them decided
+            "ORDERHUB_WORKFLOW_FILE": "none",
             "ORDERHUB_LOG_LEVEL": log_level,
         }
         profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []

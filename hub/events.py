@@ -203,6 +203,14 @@ class Instruction(_Event):
     text: str = Field(description="Requirement text or value.")
 
 
+class Approval(_Event):
+    """One approval level's decision (workflow.yaml); who and when are in the audit trail."""
+
+    level: str = Field(description="The approval level, as workflow.yaml names it.")
+    decision: str = Field(description="approved or refused.")
+    comment: str | None = Field(None, description="What the approver said; a refusal's reason.")
+
+
 class Material(_Event):
     """What to make."""
 
@@ -255,6 +263,7 @@ class OrderSnapshot(_Event):
     credit_status: str | None = Field(None, description="ERP credit check status.")
     instructions: list[Instruction] = Field(default_factory=list, description="Process requirements.")
     lines: list[OrderLine] = Field(default_factory=list, description="Order lines.")
+    approvals: list[Approval] = Field(default_factory=list, description="The approval levels that have decided, by level name.")
     created_at: dt.datetime = Field(description="When version 1 was accepted.")
     updated_at: dt.datetime = Field(description="When this version was accepted.")
 

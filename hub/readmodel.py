@@ -593,6 +593,8 @@ def order_text(order: OrderSnapshot, *, parked_conflicts: int = 0) -> str:
         _field("updated at", _v(order.updated_at)),
         *_field_list("external", [_ref_text(r) for r in order.external_refs]),
         *_field_list("instructions", [f"{i.key}: {i.text}" if i.key else i.text for i in order.instructions]),
+        *_field_list("approvals", [f"{a.level}: {a.decision}" + (f" ({a.comment})" if a.comment else "")
+                                   for a in order.approvals]),
     ]
     if parked_conflicts:
         header.append(_field("conflicts", f"{parked_conflicts} parked, waiting for a person: "

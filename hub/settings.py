@@ -15,11 +15,14 @@ import argparse
 import sys
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from hub.domain.rules import Rules
 
 #: The checkout that holds ``schemas/``, ``topics.yaml`` and ``deploy/``.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -49,6 +52,10 @@ class Settings(BaseSettings):
     topics_file: Path = Field(PROJECT_DIR / "topics.yaml", description="The topic declarations.")
     ownership_file: Path = Field(
         PROJECT_DIR / "ownership.yaml", description="Field owners, permitted writers, lifecycle steps, conflict policy."
+    )
+    workflow_file: Path | None = Field(
+        PROJECT_DIR / "workflow.yaml", description="The plant's workflow rules (approvals over amount thresholds); "
+        "`none`: no workflow rules."
     )
     connectors_file: Path = Field(
         Path("connectors.yaml"), description="The connector instances `orderhub connectors run` runs (kind, name, "
@@ -109,6 +116,17 @@ class Settings(BaseSettings):
         if not [s for s in value.split(",") if s.strip()]:
             raise ValueError("ORDERHUB_BOOTSTRAP_SERVERS must name at least one host:port")
         return value
+
+    @field_validator("workflow_file", mode="before")
+    @classmethod
+    def _no_workflow(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
+
+    def rules(self) -> "Rules":
+        """The ownership rules with the workflow's (``Rules.load``): what the engine decides by."""
+        from hub.domain.rules import Rules
+
+        return Rules.load(self.ownership_file, self.workflow_file)
 
     @field_validator("log_level")
     @classmethod

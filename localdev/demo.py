@@ -40,8 +40,9 @@ class DemoRun:
     opportunity_id: str = ""
     erp_number: str = ""
     job_ids: list[str] = field(default_factory=list)
-    #: The event id of the parked proposal.
+    #: The event id of the parked proposal, and of the sales manager's approval.
     parked_event_id: str = ""
+    approval_event_id: str = ""
     #: Every line the demo said, in order.
     lines: list[str] = field(default_factory=list)
 
@@ -124,9 +125,14 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> De
                  f"(see `orderhub orders conflicts {run.order_number}`)")
 
             current = await wait_for("the edit in the read model", lambda: (o := order()) and o.version >= first.version and o)
-            approved = await _propose(client, run.order_id, current.version, "HUB", "alex", "approver",
-                                      {"status": "APPROVED"})
-            tell(f"4. Approver (hub UI): {approved.outcome.value}, version {approved.version}, APPROVED")
+            early = await _propose(client, run.order_id, current.version, "HUB", "alex", "approver",
+                                   {"status": "APPROVED"}, expect="REJECTED")
+            tell(f"4. Approver (hub UI) tries to approve: {early.outcome.value}: {early.message} (workflow.yaml)")
+            approved = await _propose(client, run.order_id, current.version, "HUB", "maria", "sales_manager",
+                                      {"approvals.sales": {"decision": "approved", "comment": "margin checked"}})
+            run.approval_event_id = approved.event_id
+            tell(f"   Sales manager (hub UI) approves level 'sales': {approved.outcome.value}, version "
+                 f"{approved.version}; hub: every required level approved, so APPROVED")
             released = await _propose(client, run.order_id, approved.version, "HUB", "pia", "planner",
                                       {"status": "RELEASED"})
             tell(f"5. Planner (hub UI): {released.outcome.value}, version {released.version}, RELEASED to production")

@@ -33,6 +33,11 @@ The rules (../shared/DOMAIN.md):
    version, no change or state record, so a connector echoing the hub's own write moves
    nobody's base version; its answer names the version it confirmed.
 8. Every proposal gets exactly one answer (``ProposalAnswer``), whatever became of it.
+9. The plant's workflow rules (workflow.yaml, ``hub.domain.workflow``) hold on every path: an
+   update whose status the approvals do not allow is rejected (ILLEGAL_TRANSITION, naming the
+   levels still missing), and what the rules change themselves (APPROVED when the last level
+   approves, back to CONFIRMED when one goes missing, a refusal's hold) joins the proposal's
+   own version, written by ``HUB:workflow``.
 """
 
 from __future__ import annotations
@@ -43,12 +48,13 @@ from enum import Enum
 from functools import cached_property
 from typing import Callable
 
-from hub.domain import lifecycle
+from hub.domain import lifecycle, workflow
 from hub.domain.fields import (
     DELETE_PATH, LINE_REQUIRED, STATUS_PATH, canonical_json, format_timestamp, kind_of, line_of, load_json,
 )
 from hub.domain.order import FieldState, OrderState, merge_refs
 from hub.domain.rules import MANUAL, Rules
+from hub.domain.workflow import WORKFLOW_WRITER
 from hub.events import (
     ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy, ExternalRef, FieldConflict, FieldDiff,
     FieldError, Instruction, OrderChange, OrderConflict, OrderRejection, OrderRelease, OrderSnapshot,
@@ -327,6 +333,15 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
 
     if errors := _completeness_errors(state, clean, creating=False):
         return _reject(state, proposal, state.order_id, errors, at)
+    derived: dict[str, str | None] = {}
+    if clean and rules.workflow is not None and rules.workflow.approvals is not None:
+        approvals = rules.workflow.approvals
+        before, after = _values(approvals, state, {}), _values(approvals, state, clean)
+        if found := workflow.errors(approvals, before, after, clean):
+            return _reject(state, proposal, state.order_id, [
+                _Error(RejectionReason.ILLEGAL_TRANSITION, path, rule, message) for path, rule, message in found], at)
+        derived = {path: canonical_json(value)
+                   for path, value in workflow.consequences(approvals, before, after, clean).items()}
     refs_added = merge_refs(state.external_refs, proposal.external_refs)
     if conflicts and not clean and not refs_added:
         return _conflicted(DecisionKind.CONFLICT_KEPT, state, proposal, base, conflicts, None, at)
@@ -334,14 +349,16 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
         return Decision(DecisionKind.UNCHANGED, state)
 
     version = state.version + 1
-    system, actor = proposal.source_system, proposal.actor.id
     changed: dict[str, FieldState] = {}
     diffs = []
-    for path in sorted(clean):
+    for path, value in sorted({**clean, **derived}.items()):
         previous = state.fields.get(path)
-        diffs.append(FieldDiff(field=path, before=previous.value if previous else None, after=clean[path]))
-        changed[path] = previous.changed(clean[path], version, system, actor) if previous \
-            else FieldState(clean[path], version, system, actor)
+        if value == (previous.value if previous else None):
+            continue  # a rule's change that only undid the proposal's
+        system, actor = WORKFLOW_WRITER if path in derived else (proposal.source_system, proposal.actor.id)
+        diffs.append(FieldDiff(field=path, before=previous.value if previous else None, after=value))
+        changed[path] = previous.changed(value, version, system, actor) if previous \
+            else FieldState(value, version, system, actor)
     updated = replace(state, version=version, updated_at=format_timestamp(at), fields=state.fields | changed,
                       external_refs=(*state.external_refs, *refs_added))
     if conflicts:
@@ -355,6 +372,12 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
         conflict = _conflicted(kind, state, proposal, base, conflicts, version, at).conflict
         decision = replace(decision, conflict=conflict)
     return decision
+
+
+def _values(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None]) -> dict[str, object]:
+    """The fields the approval rules read, as parsed values: the state's, with ``clean`` applied."""
+    paths = ("status", HOLD_PATH, "hold_reasons", "currency", *approvals.amount, *approvals.paths)
+    return {path: load_json(clean[path]) if path in clean else state.parsed(path) for path in paths}
 
 
 def _own(current: FieldState, proposal: ChangeProposal) -> bool:

@@ -25,6 +25,8 @@ import orjson
 DELETE_PATH = "deleted"
 STATUS_PATH = "status"
 _LINE_PATH = re.compile(r"^lines\.([1-9][0-9]{0,5})\.(.+)$")
+#: ``approvals.<level>``: one approval level's decision (the levels are workflow.yaml's).
+_APPROVAL_PATH = re.compile(r"^approvals\.[a-z][a-z0-9_]{0,39}$")
 #: ``json.loads(text, parse_float=Decimal)`` builds this anew on every call.
 _DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
@@ -185,6 +187,17 @@ def _instructions(raw: Any) -> list[dict[str, str | None]]:
     return result
 
 
+def _approval(raw: Any) -> dict[str, str | None]:
+    if not isinstance(raw, dict) or set(raw) - {"decision", "comment"} or raw.get("decision") not in (
+            "approved", "refused"):
+        raise ValueError('expected {"decision": "approved" or "refused", "comment": "..."}')
+    comment = raw.get("comment")
+    comment = None if comment is None or (isinstance(comment, str) and not comment.strip()) else _text(2000)(comment)
+    if raw["decision"] == "refused" and comment is None:
+        raise ValueError("a refusal says why: comment is required")
+    return {"decision": raw["decision"], "comment": comment}
+
+
 def _status(raw: Any) -> str:
     from hub.domain.lifecycle import LIFECYCLE
 
@@ -207,6 +220,7 @@ UNIT = FieldKind("UN/ECE Rec 20 code", _pattern(r"[A-Z0-9]{2,3}", "a UN/ECE Rec 
 TEXT_LIST = FieldKind("list of text", _text_list)
 INSTRUCTIONS = FieldKind("instructions", _instructions)
 STATUS = FieldKind("lifecycle status", _status)
+APPROVAL = FieldKind("approval", _approval)
 
 HEADER_FIELDS: dict[str, FieldKind] = {
     "customer.id": TEXT, "customer.name": TEXT, "contact": TEXT, "sales_owner": TEXT,
@@ -243,7 +257,7 @@ def kind_of(path: str) -> FieldKind | None:
     match = _LINE_PATH.match(path)
     if match:
         return LINE_FIELDS.get(match.group(2))
-    return HEADER_FIELDS.get(path)
+    return HEADER_FIELDS.get(path) or (APPROVAL if _APPROVAL_PATH.match(path) else None)
 
 
 def field_values(snapshot: dict[str, Any], only: Iterable[str] | None = None) -> dict[str, str]:

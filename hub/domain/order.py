@@ -411,6 +411,7 @@ class OrderState:
             _put(doc, path.split("."), state.parsed)
         lines = doc.pop("lines", {})
         doc["lines"] = [{"line_no": int(n), **lines[n]} for n in sorted(lines, key=int)]
+        doc["approvals"] = [{"level": level, **decided} for level, decided in sorted(doc.pop("approvals", {}).items())]
         return OrderSnapshot(
             order_id=self.order_id, order_number=self.order_number or "", version=self.version,
             external_refs=list(self.external_refs),
@@ -461,6 +462,8 @@ class OrderState:
             "credit_status": get("credit_status"),
             "instructions": [{"key": i.get("key"), "text": i["text"]} for i in get("instructions", ())],
             "lines": [_line_record(n, lines[n]) for n in sorted(lines)],
+            "approvals": [{"level": level, "decision": decided["decision"], "comment": decided.get("comment")}
+                          for level, decided in sorted(get("approvals", {}).items())],
             "created_at": dt.datetime.fromisoformat(self.created_at),
             "updated_at": dt.datetime.fromisoformat(self.updated_at),
         }

@@ -6,13 +6,14 @@ the file (``fields.amounts.net: owner ERP, writers []``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from hub.domain import lifecycle
 from hub.domain.fields import HEADER_FIELDS, LINE_FIELDS, STATUS_PATH, rule_path
+from hub.domain.workflow import APPROVALS_PREFIX, Workflow
 from hub.errors import ConfigError
 
 OWNER_WINS = "owner_wins"
@@ -31,10 +32,12 @@ class FieldRule:
 
     owner: str
     writers: tuple[str, ...] = ()
+    #: False: only the listed writers, not every role of the owner system (an approval level's role).
+    owner_writes: bool = True
 
     def allows(self, system: str, role: str) -> bool:
         """The owner system (any role) and the listed writers may write the field."""
-        return system == self.owner or any(writer_matches(w, system, role) for w in self.writers)
+        return (self.owner_writes and system == self.owner) or any(writer_matches(w, system, role) for w in self.writers)
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,27 @@ class Rules:
     status_owner: str = "HUB"
     default_policy: str = OWNER_WINS
     policies: dict[str, str] = field(default_factory=dict)
+    #: The plant's workflow rules (workflow.yaml), which ``decide`` enforces too; None: none.
+    workflow: Workflow | None = None
 
     @classmethod
-    def load(cls, path: Path) -> "Rules":
-        """Read ownership.yaml; ConfigError names any field, step or policy that is wrong."""
+    def load(cls, path: Path, workflow: Path | None = None) -> "Rules":
+        """Read ownership.yaml, and workflow.yaml when given (``with_workflow``); ConfigError names any
+        field, step, policy or rule that is wrong."""
+        rules = cls._load(path)
+        return rules.with_workflow(Workflow.load(workflow)) if workflow is not None else rules
+
+    def with_workflow(self, workflow: Workflow) -> "Rules":
+        """These rules and the workflow's: each approval level's field ``approvals.<level>`` written only by
+        ``HUB:<role>``, two differing decisions of one level waiting for a person (``manual``)."""
+        levels = workflow.approvals.levels if workflow.approvals else ()
+        return replace(self, workflow=workflow,
+                       fields={**self.fields, **{level.path: FieldRule("HUB", (f"HUB:{level.role}",), owner_writes=False)
+                                                 for level in levels}},
+                       policies={**self.policies, **{level.path: MANUAL for level in levels}})
+
+    @classmethod
+    def _load(cls, path: Path) -> "Rules":
         try:
             doc = yaml.safe_load(Path(path).read_text())
             fields = {}
@@ -104,6 +124,8 @@ class Rules:
         """The rule of a field path (line numbers generalised to ``*``)."""
         if path == STATUS_PATH:
             return FieldRule(self.status_owner)
+        if path.startswith(APPROVALS_PREFIX) and path not in self.fields:  # no such level: nobody writes it
+            return FieldRule("HUB", (), owner_writes=False)
         return self.fields[rule_path(path)]
 
     def owner(self, path: str) -> str:
@@ -123,6 +145,11 @@ class Rules:
         rule = self.rule_for(path)
         if rule.allows(system, role):
             return None
+        if path.startswith(APPROVALS_PREFIX):
+            level = path.removeprefix(APPROVALS_PREFIX)
+            if path not in self.fields:
+                return f"workflow.approvals: no level {level!r}"
+            return f"workflow.approvals.levels: {level} is approved by [{', '.join(rule.writers)}]"
         return f"fields.{rule_path(path)}: owner {rule.owner}, writers [{', '.join(rule.writers)}]"
 
     def may_step(self, current: str, proposed: str, system: str, role: str) -> str | None:

@@ -39,7 +39,6 @@ import pytest
 from hub.domain.decide import DecisionKind, decide
 from hub.domain.fields import field_values
 from hub.domain.order import FieldState, OrderState
-from hub.domain.rules import Rules
 from hub.events import ChangeProposal, OrderRelease, OrderSnapshot, ReleaseLine
 from hub.sdk.connector import Connector, OutsideChange
 from hub.sdk.runtime import ConnectorRuntime
@@ -165,7 +164,7 @@ class ConnectorContract:
 
     def decided(self, settings: Settings, proposals: list[ChangeProposal], known: OrderSnapshot | None) -> list:
         """The hub's decisions on the connector's proposals, in order, from the order as it was known."""
-        rules = Rules.load(settings.ownership_file)
+        rules = settings.rules()
         state = state_of(known) if known is not None else None
         decisions = []
         for proposal in proposals:

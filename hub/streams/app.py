@@ -35,7 +35,6 @@ import logging
 import time
 from typing import Any, Callable, Iterator, MutableMapping
 
-from hub.domain.rules import Rules
 from hub.errors import FatalError, RetriableError, UndecodableRecord
 from hub.events import OrderChange, OrderConflict, OrderSnapshot
 from hub.serde.store import SchemaStore
@@ -106,7 +105,7 @@ def create_app(settings: Settings) -> Any:
 
     topics = TopicNames.of(settings)
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
-    engine = Engine(codec, Rules.load(settings.ownership_file), topics)
+    engine = Engine(codec, settings.rules(), topics)
     state_dir = settings.state_dir / "engine" / f"{settings.topic_namespace}{settings.worker_name}"
     state_dir.mkdir(parents=True, exist_ok=True)
     app = Application(

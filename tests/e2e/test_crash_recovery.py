@@ -28,7 +28,6 @@ from aiokafka.structs import TopicPartition
 
 from hub.domain.decide import Decision
 from hub.domain.order import OrderState
-from hub.domain.rules import Rules
 from hub.readmodel import ReadModel, metadata
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec
@@ -283,7 +282,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
     metadata.drop_all(model.engine)
     model.create_schema()
     codec = CODEC
-    rules = Rules.load(settings.ownership_file)
+    rules = settings.rules()
     work = build(codec, rules, orders=ORDERS, proposals=PROPOSALS, seed=SEED, start_ms=int(time.time() * 1000))
     rng = random.Random(SEED)
     workers = [WorkerProcess(settings.model_copy(update={"worker_name": name}), tmp_path / f"{name}.log")

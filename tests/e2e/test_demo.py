@@ -48,7 +48,9 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     assert steps == ["1", "2", "3", "4", "5", "6", "7", "8"]
     said_outcomes = " ".join(run.lines)
     assert "sales (hub UI): APPLIED" in said_outcomes and "planner (hub UI): PARKED" in said_outcomes
-    assert "Approver (hub UI): APPLIED" in said_outcomes and "RELEASED to production" in said_outcomes
+    assert "Approver (hub UI) tries to approve: REJECTED: the order cannot be APPROVED before sales approved" \
+        in said_outcomes
+    assert "approves level 'sales': APPLIED" in said_outcomes and "RELEASED to production" in said_outcomes
     model = ReadModel(settings.read_model_url)
     order = model.order(run.order_number)
     assert order.status.value == "COMPLETED"
@@ -58,6 +60,11 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     made_by = [(h.version, h.source_system) for h in history]
     assert made_by[0] == (1, "CRM") and ("ERP" in {s for _, s in made_by}) and made_by[-1][1] == "MES"
     assert [h.version for h in history] == list(range(1, len(history) + 1))
+    approval = next(h for h in history if h.event_id == run.approval_event_id)
+    assert (approval.source_system, approval.actor_id, approval.actor_role) == ("HUB", "maria", "sales_manager")
+    assert {d.field: d.after for d in approval.diffs} == {
+        "approvals.sales": '{"comment":"margin checked","decision":"approved"}', "status": '"APPROVED"'}
+    assert [(a.level, a.decision) for a in order.approvals] == [("sales", "approved")]
     parked = model.parked_conflicts()
     assert [c.event_id for c in parked] == [run.parked_event_id]
     assert len(erp_orders) == 1

@@ -223,6 +223,34 @@ async def test_release_reaches_the_mes_topic(engine: Settings) -> None:
     assert [(line["material_id"], line["quantity"]) for line in release["lines"]] == [("MAT-100", Decimal("5.000"))]
 
 
+async def test_an_order_above_a_threshold_waits_for_its_approvals(engine: Settings) -> None:
+    """workflow.yaml on the real worker: above 50,000 the ERP's approval step is refused until sales and plant
+    approve as people; the last approval makes the order APPROVED, and then it can be released."""
+    order = f"O-{uuid.uuid4().hex[:10]}"
+    create, price, early, sales, plant, release = ids("wf", 6)
+    await send(engine, creation(create, order_id=order),
+               proposal(price, {"amounts.gross": Decimal("60000"), "currency": "EUR", "status": "CONFIRMED"}, base=1,
+                        system="ERP", order_id=order),
+               proposal(early, {"status": "APPROVED"}, base=2, system="ERP", order_id=order),
+               proposal(sales, {"approvals.sales": {"decision": "approved", "comment": "ok"}}, base=2, system="HUB",
+                        role="sales_manager", order_id=order),
+               proposal(plant, {"approvals.plant": {"decision": "approved"}}, base=2, system="HUB",
+                        role="plant_manager", order_id=order),
+               proposal(release, {"status": "RELEASED"}, base=4, system="HUB", role="planner", order_id=order))
+    out = await outcomes(engine, {create, price, early, sales, plant, release}, order_release={release})
+    (refused,) = [r for r in out["order_rejection"] if r["event_id"] == early]
+    assert refused["errors"][0]["message"] == "the order cannot be APPROVED before sales, plant approved (amount 60000.00 EUR)"
+    changes = {c["event_id"]: c for c in out["order_change"] if c["order_id"] == order}
+    assert [d["field"] for d in changes[sales]["diffs"]] == ["approvals.sales"]
+    assert {d["field"]: d["after"] for d in changes[plant]["diffs"]} == {
+        "approvals.plant": '{"comment":null,"decision":"approved"}', "status": '"APPROVED"'}
+    assert (changes[plant]["outcome"], changes[release]["version"]) == ("MERGED", 5)
+    snapshot = await snapshot_at(engine, order, 5)
+    assert snapshot["status"] == "RELEASED"
+    assert [(a["level"], a["decision"], a["comment"]) for a in snapshot["approvals"]] == [
+        ("plant", "approved", None), ("sales", "approved", "ok")]
+
+
 async def test_reference_attached_later_resolves_to_the_same_order(engine: Settings) -> None:
     """An ERP id attached to a CRM-created order afterwards routes ERP's own updates to that order."""
     crm, erp = unique_ref(), unique_ref("ERP", "A_SalesOrder")

@@ -20,7 +20,7 @@ from sqlalchemy import func, insert, select
 
 from hub import migrations
 from hub.errors import ConfigError
-from hub.events import (Amounts, ChangeOutcome, Customer, FieldDiff, Instruction, LifecycleStatus, Material,
+from hub.events import (Amounts, Approval, ChangeOutcome, Customer, FieldDiff, Instruction, LifecycleStatus, Material,
                         OrderLine, OrderSnapshot)
 from hub.readmodel import (AmbiguousOrder, ConflictRecord, HistoryEntry, OrderNotFound, OrderSummary, ReadModel,
                            alembic_version, conflicts_text, history_text, order_conflicts, show_order_text)
@@ -340,6 +340,8 @@ def full_snapshot(order_id: str) -> OrderSnapshot:
                          unit="C62", raw_unit="pcs", unit_price=Decimal("4.762"), confirmed_date=dt.date(2024, 6, 28),
                          confirmed_quantity=Decimal("240.000"), good_quantity=Decimal("238.000"),
                          scrap_quantity=Decimal("2.000"))],
+        approvals=[Approval(level="sales", decision="approved", comment="margin ok"),
+                   Approval(level="plant", decision="refused", comment="no capacity in June")],
         created_at=dt.datetime(2024, 4, 30, 9, 15, tzinfo=dt.UTC))
     given: dict[str, bool] = {}
     for path, value in leaves(snap):  # a field counts as set when one of its occurrences has a value

@@ -1,0 +1,282 @@
+"""The plant's workflow rules (workflow.yaml): multi-level approvals over amount thresholds.
+
+The rules are data, read once at start and validated with errors that name the line's key;
+what they mean is the pure functions below, which ``decide`` calls for every proposal, so no
+path (a connector, the API, an offline upload) can go around them.
+
+Approvals (``approvals:``):
+
+1. An order needs the approval of every level whose threshold its amount exceeds: the amount is
+   the first of ``approvals.amount`` the order has, compared in the order's currency (a level's
+   ``above`` is one figure for every currency, or one per currency with ``"*"`` for the rest).
+   An order with no amount yet needs none; the amount arriving later is an amount change (5).
+2. A level approves or refuses by writing the field ``approvals.<level>`` with
+   ``{"decision": "approved"}`` or ``{"decision": "refused", "comment": "why"}``: a proposal by
+   ``HUB:<role>`` like any other, so the ownership check, the audit trail, idempotency and
+   conflicts (``manual``: two people deciding one level differently wait for a person) apply.
+3. The status enters APPROVED or RELEASED only when no required level is missing; with
+   ``order: sequence`` a level approves only after every required level before it.
+4. When the last missing level approves an order that is CONFIRMED and not on hold, the hub
+   moves it to APPROVED in the same version: the approval is the step.
+5. An APPROVED order that a change leaves with a level missing (an amount raised across a
+   threshold, a currency changed, a level refusing) goes back to CONFIRMED, waiting for it.
+   An order already released keeps its status: production is not taken back.
+6. A refusal puts the order on hold with the reason (``on_refusal``), and back to
+   ``on_refusal.status`` if it is past it (and not released); the same level approving later
+   lifts that hold reason, and the hold with it when no other reason is left.
+
+Values are passed as a ``Values`` mapping of field path to parsed value (what the order has
+after the proposal), so the functions are plain, testable, and know nothing of state or Kafka.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from hub.domain import lifecycle
+from hub.domain.fields import HEADER_FIELDS, MONEY
+from hub.errors import ConfigError
+
+#: Field paths of approvals: ``approvals.<level>``.
+APPROVALS_PREFIX = "approvals."
+APPROVED, REFUSED = "approved", "refused"
+#: What a level name may look like (it becomes a field path).
+LEVEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+#: The writer of the changes the rules make themselves (in the audit trail and the field's writer).
+WORKFLOW_WRITER = ("HUB", "workflow")
+#: Statuses an order may enter only with every required approval.
+GATED = ("APPROVED", "RELEASED")
+
+Values = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Level:
+    """One approval level: who approves, and from which amount on."""
+
+    name: str
+    #: The HUB role that approves this level (``HUB:<role>`` writes ``approvals.<name>``).
+    role: str
+    #: Thresholds by currency; ``"*"``: any other currency. The level is required above it.
+    above: Mapping[str, Decimal]
+
+    @property
+    def path(self) -> str:
+        """The field this level's decision is written to."""
+        return APPROVALS_PREFIX + self.name
+
+    def threshold(self, currency: str | None) -> Decimal | None:
+        """The threshold for an amount in ``currency``; None when the level does not apply to it."""
+        return self.above.get(currency or "*", self.above.get("*"))
+
+
+@dataclass(frozen=True)
+class Approvals:
+    """The ``approvals:`` section."""
+
+    levels: tuple[Level, ...]
+    #: Amount fields, first set one counts.
+    amount: tuple[str, ...] = ("amounts.gross", "amounts.net", "amounts.crm_expected")
+    #: True: a level only after every required level before it (``order: sequence``).
+    in_sequence: bool = False
+    #: Where a refusal sends an order past it, and the hold reason it gets.
+    refusal_status: str = "CONFIRMED"
+    refusal_reason: str = "approval refused"
+
+    def level(self, name: str) -> Level | None:
+        """The level called ``name``."""
+        return next((level for level in self.levels if level.name == name), None)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """Every level's field path."""
+        return tuple(level.path for level in self.levels)
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """The whole workflow file."""
+
+    approvals: Approvals | None = None
+    source: str = "workflow rules"
+
+    @classmethod
+    def load(cls, path: Path) -> "Workflow":
+        """Read workflow.yaml; ConfigError names the key that is wrong and says what it should be."""
+        try:
+            doc = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read workflow rules: {exc}") from exc
+        return cls.parse(doc, str(path))
+
+    @classmethod
+    def parse(cls, doc: Any, source: str = "workflow rules") -> "Workflow":
+        """The workflow in a parsed YAML document."""
+        if not isinstance(doc, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections (approvals: ...)")
+        if unknown := sorted(set(doc) - {"approvals"}):
+            raise ConfigError(f"{source}: unknown sections {unknown}; known: approvals")
+        approvals = _approvals(doc["approvals"], f"{source}: approvals") if doc.get("approvals") else None
+        return cls(approvals=approvals, source=source)
+
+
+def _approvals(doc: Any, where: str) -> Approvals:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where}: expected a mapping with levels:")
+    if unknown := sorted(set(doc) - {"amount", "order", "levels", "on_refusal"}):
+        raise ConfigError(f"{where}: unknown keys {unknown}; known: amount, order, levels, on_refusal")
+    amount = doc.get("amount", list(Approvals.amount))
+    amount = [amount] if isinstance(amount, str) else amount
+    if not isinstance(amount, list) or not amount:
+        raise ConfigError(f"{where}.amount: expected a money field or a list of them")
+    for path in amount:
+        if HEADER_FIELDS.get(path) is not MONEY:
+            money = sorted(p for p, kind in HEADER_FIELDS.items() if kind is MONEY)
+            raise ConfigError(f"{where}.amount: {path!r} is not a money field of the order ({', '.join(money)})")
+    order = doc.get("order", "any")
+    if order not in ("any", "sequence"):
+        raise ConfigError(f"{where}.order: {order!r} is neither 'any' nor 'sequence'")
+    levels_doc = doc.get("levels")
+    if not isinstance(levels_doc, list) or not levels_doc:
+        raise ConfigError(f"{where}.levels: expected a list of {{level, role, above}}")
+    levels = tuple(_level(entry, f"{where}.levels[{index}]") for index, entry in enumerate(levels_doc))
+    names = [level.name for level in levels]
+    if duplicated := sorted({name for name in names if names.count(name) > 1}):
+        raise ConfigError(f"{where}.levels: level names must be unique; repeated: {duplicated}")
+    refusal = doc.get("on_refusal") or {}
+    if not isinstance(refusal, dict) or set(refusal) - {"status", "hold_reason"}:
+        raise ConfigError(f"{where}.on_refusal: expected {{status, hold_reason}}")
+    status = refusal.get("status", "CONFIRMED")
+    if status not in ("DRAFT", "CONFIRMED"):
+        raise ConfigError(f"{where}.on_refusal.status: {status!r}: a refused order goes back to DRAFT or CONFIRMED")
+    reason = refusal.get("hold_reason", "approval refused")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ConfigError(f"{where}.on_refusal.hold_reason: expected a non-empty text")
+    return Approvals(levels=levels, amount=tuple(amount), in_sequence=order == "sequence",
+                     refusal_status=status, refusal_reason=reason.strip())
+
+
+def _level(doc: Any, where: str) -> Level:
+    if not isinstance(doc, dict) or set(doc) != {"level", "role", "above"}:
+        raise ConfigError(f"{where}: expected exactly {{level, role, above}}, got {doc!r}")
+    name, role, above = doc["level"], doc["role"], doc["above"]
+    if not isinstance(name, str) or not LEVEL_NAME.fullmatch(name):
+        raise ConfigError(f"{where}.level: {name!r}: lower-case letters, digits and _, starting with a letter")
+    if not isinstance(role, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", role):
+        raise ConfigError(f"{where}.role: {role!r}: a HUB role name such as sales_manager")
+    thresholds = above if isinstance(above, dict) else {"*": above}
+    parsed = {}
+    for currency, figure in thresholds.items():
+        if currency != "*" and not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
+            raise ConfigError(f"{where}.above: {currency!r} is not an ISO 4217 code (or '*' for any other)")
+        try:
+            value = Decimal(str(figure))
+            if isinstance(figure, bool) or not value.is_finite() or value < 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise ConfigError(f"{where}.above.{currency}: {figure!r} is not an amount >= 0") from None
+        parsed[currency] = value
+    return Level(name=name, role=role, above=parsed)
+
+
+# --- the rules --------------------------------------------------------------------------
+
+
+def amount_of(approvals: Approvals, values: Values) -> Decimal | None:
+    """The amount thresholds compare (rule 1): the first amount field the order has."""
+    for path in approvals.amount:
+        if values.get(path) is not None:
+            return Decimal(values[path])
+    return None
+
+
+def required(approvals: Approvals, values: Values) -> tuple[Level, ...]:
+    """The levels the order's amount needs, in the file's order (rule 1)."""
+    amount = amount_of(approvals, values)
+    if amount is None:
+        return ()
+    currency = values.get("currency")
+    return tuple(level for level in approvals.levels
+                 if (threshold := level.threshold(currency)) is not None and amount > threshold)
+
+
+def decision_of(values: Values, level: Level) -> str | None:
+    """``approved``, ``refused``, or None when the level has not decided."""
+    value = values.get(level.path)
+    return value.get("decision") if isinstance(value, dict) else None
+
+
+def missing(approvals: Approvals, values: Values) -> tuple[Level, ...]:
+    """The required levels that have not approved."""
+    return tuple(level for level in required(approvals, values) if decision_of(values, level) != APPROVED)
+
+
+def errors(approvals: Approvals, before: Values, after: Values, touched: Iterable[str]) -> list[tuple[str, str, str]]:
+    """Why the change from ``before`` to ``after`` breaks rule 3, as (field, rule, message); empty if not."""
+    found = []
+    status, previous = after.get("status"), before.get("status")
+    if status != previous and status in GATED and (waiting := missing(approvals, after)):
+        names = ", ".join(level.name for level in waiting)
+        found.append(("status", f"workflow.approvals: {status} needs every required level",
+                      f"the order cannot be {status} before {names} approved "
+                      f"(amount {amount_of(approvals, after)} {after.get('currency') or ''})".rstrip()))
+    if approvals.in_sequence:
+        needed = required(approvals, after)
+        for path in touched:
+            level = approvals.level(path.removeprefix(APPROVALS_PREFIX)) if path.startswith(APPROVALS_PREFIX) else None
+            if level is None or decision_of(after, level) != APPROVED or level not in needed:
+                continue
+            earlier = [other.name for other in needed[:needed.index(level)] if decision_of(after, other) != APPROVED]
+            if earlier:
+                found.append((path, "workflow.approvals.order: sequence",
+                              f"{level.name} approves after {', '.join(earlier)}"))
+    return found
+
+
+def consequences(approvals: Approvals, before: Values, after: Values, touched: Iterable[str]) -> dict[str, Any]:
+    """The changes the rules make themselves (rules 4-6), as path -> parsed value; empty when none."""
+    touched = set(touched)
+    derived: dict[str, Any] = {}
+    status = after.get("status") or "DRAFT"
+    reasons = list(after.get("hold_reasons") or [])
+    held = after.get("on_hold") is True
+    approved_now = False
+    for level in approvals.levels:
+        if level.path not in touched or before.get(level.path) == after.get(level.path):
+            continue
+        mark = f"{approvals.refusal_reason} ({level.name})"
+        if decision_of(after, level) == REFUSED:  # rule 6: on hold, and back
+            comment = (after.get(level.path) or {}).get("comment")
+            reason = f"{mark}: {comment}" if comment else mark
+            reasons = [r for r in reasons if not r.startswith(mark)] + [reason]
+            held = True
+            if status in ("CONFIRMED", "APPROVED") and _past(status, approvals.refusal_status):
+                status = approvals.refusal_status
+        elif decision_of(after, level) == APPROVED:
+            approved_now = True
+            kept = [r for r in reasons if not r.startswith(mark)]
+            if len(kept) != len(reasons):  # this level's refusal lifted; the hold too when nothing else holds
+                reasons, held = kept, held and bool(kept)
+    waiting = missing(approvals, after)
+    if status == "APPROVED" and waiting:  # rule 5
+        status = "CONFIRMED"
+    elif status == "CONFIRMED" and approved_now and not held and not waiting and required(approvals, after):
+        status = "APPROVED"  # rule 4
+    for path, value, was in (("status", status, after.get("status") or "DRAFT"),
+                             ("hold_reasons", reasons, list(after.get("hold_reasons") or [])),
+                             ("on_hold", held, after.get("on_hold") is True)):
+        if value != was:
+            derived[path] = value
+    return derived
+
+
+def _past(status: str, target: str) -> bool:
+    """Whether ``status`` lies after ``target`` on the main path."""
+    path = lifecycle.MAIN_PATH
+    return status in path and path.index(status) > path.index(target)
