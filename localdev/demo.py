@@ -2,8 +2,9 @@
 
 Nobody types the order twice: a sales person wins an opportunity in the CRM; the hub makes the
 order and its number; the ERP gets the sales order and a clerk prices and confirms it there;
-two people edit the same field from the same version (a conflict, parked for a person); an
-approver approves and a planner releases it in the hub; the MES gets the job orders; the shop
+two people edit the same field from the same version (a conflict, parked for a person); the
+approver's step waits for the sales manager's approval (the amount is above workflow.yaml's first
+threshold), which makes it APPROVED, and a planner releases it in the hub; the MES gets the job orders; the shop
 floor starts, reports and finishes them. Each step waits for the hub (the read model) to show
 it, with a deadline, and says who did what.
 """

@@ -54,7 +54,7 @@ from hub.domain.fields import (
 )
 from hub.domain.order import FieldState, OrderState, merge_refs
 from hub.domain.rules import MANUAL, Rules
-from hub.domain.workflow import WORKFLOW_WRITER
+from hub.domain.workflow import APPROVALS_PREFIX, WORKFLOW_WRITER
 from hub.events import (
     ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy, ExternalRef, FieldConflict, FieldDiff,
     FieldError, Instruction, OrderChange, OrderConflict, OrderRejection, OrderRelease, OrderSnapshot,
@@ -159,6 +159,9 @@ def _decide(state: OrderState, proposal: ChangeProposal, order_id: str, rules: R
             errors.insert(0, _Error(RejectionReason.UNKNOWN_ORDER, None, "order must exist",
                                     f"no order {named}; only a CREATE proposal makes one"))
         errors += _permission_errors(rules, changes, "DRAFT", system, role) + _hold_errors(state, changes)
+        errors += [_Error(RejectionReason.ILLEGAL_TRANSITION, path, "workflow.approvals: an order exists first",
+                          "approvals are decided on an existing order, not in its creation")
+                   for path in changes if path.startswith(APPROVALS_PREFIX)]
         # every field-level error at once: a missing field is not reported twice when it was invalid
         invalid = {e.field for e in errors}
         if proposal.intent == ProposalIntent.CREATE:
@@ -331,17 +334,12 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
     if any(c.outcome == ConflictOutcome.PARKED for c in conflicts):
         return _conflicted(DecisionKind.CONFLICT_PARKED, state, proposal, base, conflicts, None, at)
 
-    if errors := _completeness_errors(state, clean, creating=False):
-        return _reject(state, proposal, state.order_id, errors, at)
+    errors = _completeness_errors(state, clean, creating=False)
     derived: dict[str, str | None] = {}
     if clean and rules.workflow is not None and rules.workflow.approvals is not None:
-        approvals = rules.workflow.approvals
-        before, after = _values(approvals, state, {}), _values(approvals, state, clean)
-        if found := workflow.errors(approvals, before, after, clean):
-            return _reject(state, proposal, state.order_id, [
-                _Error(RejectionReason.ILLEGAL_TRANSITION, path, rule, message) for path, rule, message in found], at)
-        derived = {path: canonical_json(value)
-                   for path, value in workflow.consequences(approvals, before, after, clean).items()}
+        errors += _workflow(rules.workflow.approvals, state, clean, derived)
+    if errors:
+        return _reject(state, proposal, state.order_id, errors, at)
     refs_added = merge_refs(state.external_refs, proposal.external_refs)
     if conflicts and not clean and not refs_added:
         return _conflicted(DecisionKind.CONFLICT_KEPT, state, proposal, base, conflicts, None, at)
@@ -374,10 +372,30 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
     return decision
 
 
-def _values(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None]) -> dict[str, object]:
-    """The fields the approval rules read, as parsed values: the state's, with ``clean`` applied."""
-    paths = ("status", HOLD_PATH, "hold_reasons", "currency", *approvals.amount, *approvals.paths)
-    return {path: load_json(clean[path]) if path in clean else state.parsed(path) for path in paths}
+def _workflow(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None],
+              derived: dict[str, str | None]) -> list[_Error]:
+    """Rule 9: what the approval rules refuse in ``clean``; what they change themselves goes into ``derived``."""
+    before, after = _values(approvals, state, {}, None), _values(approvals, state, clean, None)
+    errors = [_Error(RejectionReason.ILLEGAL_TRANSITION, path, rule, message)
+              for path, rule, message in workflow.errors(approvals, before, after, clean)]
+    changes = workflow.consequences(approvals, before, after, clean)
+    if STATUS_PATH in clean and STATUS_PATH in changes:  # asked for one status, the rules give another
+        errors.append(_Error(RejectionReason.ILLEGAL_TRANSITION, STATUS_PATH, "workflow.approvals",
+                             f"the approvals leave the order {changes[STATUS_PATH]}, not {load_json(clean[STATUS_PATH])}"))
+    derived.update({path: canonical_json(value) for path, value in changes.items()})
+    return errors
+
+
+def _values(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None],
+            writer: str | None) -> dict[str, object]:
+    """The fields the approval rules read, as parsed values: the state's, with ``clean`` applied, and
+    who last wrote ``on_hold`` (``workflow.HOLD_WRITER``)."""
+    paths = (STATUS_PATH, HOLD_PATH, "hold_reasons", "currency", *approvals.amount, *approvals.paths)
+    values: dict[str, object] = {path: load_json(clean[path]) if path in clean else state.parsed(path)
+                                 for path in paths}
+    hold = state.fields.get(HOLD_PATH)
+    values[workflow.HOLD_WRITER] = f"{hold.system}:{hold.actor}" if hold and HOLD_PATH not in clean else writer
+    return values
 
 
 def _own(current: FieldState, proposal: ChangeProposal) -> bool:

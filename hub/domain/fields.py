@@ -25,8 +25,9 @@ import orjson
 DELETE_PATH = "deleted"
 STATUS_PATH = "status"
 _LINE_PATH = re.compile(r"^lines\.([1-9][0-9]{0,5})\.(.+)$")
-#: ``approvals.<level>``: one approval level's decision (the levels are workflow.yaml's).
-_APPROVAL_PATH = re.compile(r"^approvals\.[a-z][a-z0-9_]{0,39}$")
+#: What an approval level's name may look like (workflow.yaml); ``approvals.<level>`` holds its decision.
+LEVEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_APPROVAL_PATH = re.compile(rf"^approvals\.{LEVEL_NAME.pattern}$")
 #: ``json.loads(text, parse_float=Decimal)`` builds this anew on every call.
 _DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 

@@ -66,10 +66,12 @@ class Rules:
         """These rules and the workflow's: each approval level's field ``approvals.<level>`` written only by
         ``HUB:<role>``, two differing decisions of one level waiting for a person (``manual``)."""
         levels = workflow.approvals.levels if workflow.approvals else ()
+        fields = {path: rule for path, rule in self.fields.items() if not path.startswith(APPROVALS_PREFIX)}
+        policies = {path: rule for path, rule in self.policies.items() if not path.startswith(APPROVALS_PREFIX)}
         return replace(self, workflow=workflow,
-                       fields={**self.fields, **{level.path: FieldRule("HUB", (f"HUB:{level.role}",), owner_writes=False)
-                                                 for level in levels}},
-                       policies={**self.policies, **{level.path: MANUAL for level in levels}})
+                       fields={**fields, **{level.path: FieldRule("HUB", (f"HUB:{level.role}",), owner_writes=False)
+                                            for level in levels}},
+                       policies={**policies, **{level.path: MANUAL for level in levels}})
 
     @classmethod
     def _load(cls, path: Path) -> "Rules":

@@ -10,20 +10,25 @@ Approvals (``approvals:``):
    the first of ``approvals.amount`` the order has, compared in the order's currency (a level's
    ``above`` is one figure for every currency, or one per currency with ``"*"`` for the rest).
    An order with no amount yet needs none; the amount arriving later is an amount change (5).
+   Once set, the amount may change but not be cleared (that would drop every level at once).
 2. A level approves or refuses by writing the field ``approvals.<level>`` with
    ``{"decision": "approved"}`` or ``{"decision": "refused", "comment": "why"}``: a proposal by
    ``HUB:<role>`` like any other, so the ownership check, the audit trail, idempotency and
    conflicts (``manual``: two people deciding one level differently wait for a person) apply.
+   Levels decide while the order is DRAFT, CONFIRMED or APPROVED, never in a CREATE and never
+   once it is released: production is not taken back.
 3. The status enters APPROVED or RELEASED only when no required level is missing; with
    ``order: sequence`` a level approves only after every required level before it.
-4. When the last missing level approves an order that is CONFIRMED and not on hold, the hub
-   moves it to APPROVED in the same version: the approval is the step.
+4. An order that is CONFIRMED, not on hold and missing no level moves to APPROVED in the same
+   version when a level approves, or when levels are required and the proposal changed what
+   they depend on (status, hold, amount, currency): the approval is the step. A proposal that
+   asks for another status than the rules give is rejected, not silently overruled.
 5. An APPROVED order that a change leaves with a level missing (an amount raised across a
    threshold, a currency changed, a level refusing) goes back to CONFIRMED, waiting for it.
-   An order already released keeps its status: production is not taken back.
-6. A refusal puts the order on hold with the reason (``on_refusal``), and back to
-   ``on_refusal.status`` if it is past it (and not released); the same level approving later
-   lifts that hold reason, and the hold with it when no other reason is left.
+6. A refusal puts the order on hold with the reason (``on_refusal``; the comment shortened to
+   fit a hold reason), and back to ``on_refusal.status`` if it is past it; the same level
+   approving (or its decision cleared) later lifts that reason, and the hold with it when no
+   other reason is left and the rules were the ones who set it.
 
 Values are passed as a ``Values`` mapping of field path to parsed value (what the order has
 after the proposal), so the functions are plain, testable, and know nothing of state or Kafka.
@@ -40,18 +45,22 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from hub.domain import lifecycle
-from hub.domain.fields import HEADER_FIELDS, MONEY
+from hub.domain.fields import HEADER_FIELDS, LEVEL_NAME, MONEY, STATUS_PATH
 from hub.errors import ConfigError
 
 #: Field paths of approvals: ``approvals.<level>``.
 APPROVALS_PREFIX = "approvals."
 APPROVED, REFUSED = "approved", "refused"
-#: What a level name may look like (it becomes a field path).
-LEVEL_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 #: The writer of the changes the rules make themselves (in the audit trail and the field's writer).
 WORKFLOW_WRITER = ("HUB", "workflow")
 #: Statuses an order may enter only with every required approval.
 GATED = ("APPROVED", "RELEASED")
+#: Statuses in which levels decide.
+DECIDING = ("DRAFT", "CONFIRMED", "APPROVED")
+#: What a hold reason may hold (``hold_reasons`` entries are texts of up to this many characters).
+HOLD_REASON_MAX = 500
+#: The pseudo-field ``Values`` carries for who last wrote ``on_hold`` ("SYSTEM:actor").
+HOLD_WRITER = "on_hold@writer"
 
 Values = Mapping[str, Any]
 
@@ -122,7 +131,7 @@ class Workflow:
             raise ConfigError(f"{source}: expected a mapping of sections (approvals: ...)")
         if unknown := sorted(set(doc) - {"approvals"}):
             raise ConfigError(f"{source}: unknown sections {unknown}; known: approvals")
-        approvals = _approvals(doc["approvals"], f"{source}: approvals") if doc.get("approvals") else None
+        approvals = _approvals(doc["approvals"], f"{source}: approvals") if doc.get("approvals") is not None else None
         return cls(approvals=approvals, source=source)
 
 
@@ -136,7 +145,7 @@ def _approvals(doc: Any, where: str) -> Approvals:
     if not isinstance(amount, list) or not amount:
         raise ConfigError(f"{where}.amount: expected a money field or a list of them")
     for path in amount:
-        if HEADER_FIELDS.get(path) is not MONEY:
+        if not isinstance(path, str) or HEADER_FIELDS.get(path) is not MONEY:
             money = sorted(p for p, kind in HEADER_FIELDS.items() if kind is MONEY)
             raise ConfigError(f"{where}.amount: {path!r} is not a money field of the order ({', '.join(money)})")
     order = doc.get("order", "any")
@@ -156,8 +165,8 @@ def _approvals(doc: Any, where: str) -> Approvals:
     if status not in ("DRAFT", "CONFIRMED"):
         raise ConfigError(f"{where}.on_refusal.status: {status!r}: a refused order goes back to DRAFT or CONFIRMED")
     reason = refusal.get("hold_reason", "approval refused")
-    if not isinstance(reason, str) or not reason.strip():
-        raise ConfigError(f"{where}.on_refusal.hold_reason: expected a non-empty text")
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > 100:
+        raise ConfigError(f"{where}.on_refusal.hold_reason: expected a text of 1 to 100 characters")
     return Approvals(levels=levels, amount=tuple(amount), in_sequence=order == "sequence",
                      refusal_status=status, refusal_reason=reason.strip())
 
@@ -171,6 +180,8 @@ def _level(doc: Any, where: str) -> Level:
     if not isinstance(role, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", role):
         raise ConfigError(f"{where}.role: {role!r}: a HUB role name such as sales_manager")
     thresholds = above if isinstance(above, dict) else {"*": above}
+    if "*" not in thresholds:  # a currency left out would need nobody's approval
+        raise ConfigError(f"{where}.above: give '*' too, the threshold for every other currency")
     parsed = {}
     for currency, figure in thresholds.items():
         if currency != "*" and not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
@@ -220,15 +231,23 @@ def missing(approvals: Approvals, values: Values) -> tuple[Level, ...]:
 def errors(approvals: Approvals, before: Values, after: Values, touched: Iterable[str]) -> list[tuple[str, str, str]]:
     """Why the change from ``before`` to ``after`` breaks rule 3, as (field, rule, message); empty if not."""
     found = []
-    status, previous = after.get("status"), before.get("status")
+    touched = set(touched)
+    status, previous = after.get(STATUS_PATH), before.get(STATUS_PATH)
+    deciding = sorted(path for path in touched if path.startswith(APPROVALS_PREFIX))
+    if deciding and (previous or "DRAFT") not in DECIDING:
+        found += [(path, f"workflow.approvals: levels decide while {', '.join(DECIDING)}",
+                   f"the order is {previous}: approvals are decided before it is released") for path in deciding]
+    if amount_of(approvals, before) is not None and amount_of(approvals, after) is None:
+        found.append((approvals.amount[0], "workflow.approvals.amount: the amount is kept once set",
+                      f"the amount approvals compare ({', '.join(approvals.amount)}) can be changed, not cleared"))
     if status != previous and status in GATED and (waiting := missing(approvals, after)):
         names = ", ".join(level.name for level in waiting)
-        found.append(("status", f"workflow.approvals: {status} needs every required level",
+        found.append((STATUS_PATH, f"workflow.approvals: {status} needs every required level",
                       f"the order cannot be {status} before {names} approved "
                       f"(amount {amount_of(approvals, after)} {after.get('currency') or ''})".rstrip()))
     if approvals.in_sequence:
         needed = required(approvals, after)
-        for path in touched:
+        for path in deciding:
             level = approvals.level(path.removeprefix(APPROVALS_PREFIX)) if path.startswith(APPROVALS_PREFIX) else None
             if level is None or decision_of(after, level) != APPROVED or level not in needed:
                 continue
@@ -242,8 +261,7 @@ def errors(approvals: Approvals, before: Values, after: Values, touched: Iterabl
 def consequences(approvals: Approvals, before: Values, after: Values, touched: Iterable[str]) -> dict[str, Any]:
     """The changes the rules make themselves (rules 4-6), as path -> parsed value; empty when none."""
     touched = set(touched)
-    derived: dict[str, Any] = {}
-    status = after.get("status") or "DRAFT"
+    status = after.get(STATUS_PATH) or "DRAFT"
     reasons = list(after.get("hold_reasons") or [])
     held = after.get("on_hold") is True
     approved_now = False
@@ -254,21 +272,26 @@ def consequences(approvals: Approvals, before: Values, after: Values, touched: I
         if decision_of(after, level) == REFUSED:  # rule 6: on hold, and back
             comment = (after.get(level.path) or {}).get("comment")
             reason = f"{mark}: {comment}" if comment else mark
+            reason = reason if len(reason) <= HOLD_REASON_MAX else reason[:HOLD_REASON_MAX - 3] + "..."
             reasons = [r for r in reasons if not r.startswith(mark)] + [reason]
             held = True
             if status in ("CONFIRMED", "APPROVED") and _past(status, approvals.refusal_status):
                 status = approvals.refusal_status
-        elif decision_of(after, level) == APPROVED:
-            approved_now = True
-            kept = [r for r in reasons if not r.startswith(mark)]
-            if len(kept) != len(reasons):  # this level's refusal lifted; the hold too when nothing else holds
-                reasons, held = kept, held and bool(kept)
+            continue
+        approved_now = approved_now or decision_of(after, level) == APPROVED
+        kept = [r for r in reasons if not r.startswith(mark)]
+        if len(kept) != len(reasons):  # this level's refusal lifted; the hold too, if the rules set it
+            reasons = kept
+            held = held and (bool(kept) or after.get(HOLD_WRITER) != ":".join(WORKFLOW_WRITER))
     waiting = missing(approvals, after)
+    depends = touched & {STATUS_PATH, "on_hold", "hold_reasons", "currency", *approvals.amount}
     if status == "APPROVED" and waiting:  # rule 5
         status = "CONFIRMED"
-    elif status == "CONFIRMED" and approved_now and not held and not waiting and required(approvals, after):
+    elif status == "CONFIRMED" and not held and not waiting and (
+            approved_now or (depends and required(approvals, after))):
         status = "APPROVED"  # rule 4
-    for path, value, was in (("status", status, after.get("status") or "DRAFT"),
+    derived: dict[str, Any] = {}
+    for path, value, was in ((STATUS_PATH, status, after.get(STATUS_PATH) or "DRAFT"),
                              ("hold_reasons", reasons, list(after.get("hold_reasons") or [])),
                              ("on_hold", held, after.get("on_hold") is True)):
         if value != was:

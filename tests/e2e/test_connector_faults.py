@@ -132,12 +132,13 @@ def canonical(field: str, value: str | None) -> Any:
     return Decimal(plain) if field.endswith("quantity") else plain
 
 
-async def step(client: HubClient, order_id: str, base: int, status: str, role: str) -> int:
-    """A person in the hub's UI takes one lifecycle step; the order's new version."""
+async def step(client: HubClient, order_id: str, base: int, status: str, role: str,
+               path: str = "status", value: Any = None) -> int:
+    """A person in the hub's UI takes one lifecycle step (or sets ``path`` to ``value``); the order's new version."""
     decided = await client.propose(ChangeProposal(
         event_id=f"{order_id}:{status}", order_ref=OrderRef(order_id=order_id), base_version=base,
         source_system="HUB", actor=Actor(id=f"{role}-1", role=role), occurred_at=dt.datetime.now(dt.UTC),
-        changes=[FieldChange(field="status", value=json.dumps(status))]), timeout_s=60)
+        changes=[FieldChange(field=path, value=json.dumps(status if value is None else value))]), timeout_s=60)
     assert decided.accepted, decided.answer
     return decided.answer.version
 
@@ -288,7 +289,9 @@ async def test_the_same_opportunity_event_delivered_three_times_makes_one_order_
                                   delivery_date=dt.date.fromisoformat(DUE) - dt.timedelta(days=2))
             confirmed = await the_order(crm_runtime, opp, "CONFIRMED by the ERP", lambda o: o.status.value == "CONFIRMED")
             async with HubClient(hub_settings) as client:
-                approved = await step(client, order.order_id, confirmed.version, "APPROVED", "approver")
+                # 12,391 EUR: above workflow.yaml's first threshold, so the sales manager's approval is the step
+                approved = await step(client, order.order_id, confirmed.version, "APPROVED", "sales_manager",
+                                      "approvals.sales", {"decision": "approved"})
                 await step(client, order.order_id, approved, "RELEASED", "planner")
             async with JobOrderReceiverClient(opc_url) as receiver:
                 async def both_jobs() -> list | None:

@@ -189,7 +189,12 @@ def test_in_sequence_a_level_waits_for_the_ones_before_it() -> None:
     ({"approvals": {"levels": [{"level": "Sales", "role": "x", "above": 1}]}}, "levels[0].level: 'Sales'"),
     ({"approvals": {"levels": [{"level": "a", "role": "x", "above": 1}, {"level": "a", "role": "y", "above": 2}]}},
      "repeated: ['a']"),
-    ({"approvals": {"levels": [{"level": "a", "role": "x", "above": {"euro": 1}}]}}, "'euro' is not an ISO 4217 code"),
+    ({"approvals": {"levels": [{"level": "a", "role": "x", "above": {"euro": 1, "*": 2}}]}},
+     "'euro' is not an ISO 4217 code"),
+    ({"approvals": {"levels": [{"level": "a", "role": "x", "above": {"EUR": 1}}]}}, "give '*' too"),
+    ({"approvals": {}}, "approvals.levels: expected a list"),
+    ({"approvals": {"amount": [{"a": 1}], "levels": [{"level": "a", "role": "x", "above": 1}]}},
+     "is not a money field"),
     ({"approvals": {"levels": [{"level": "a", "role": "x", "above": -5}]}}, "above.*: -5 is not an amount >= 0"),
     ({"approvals": {"amount": "priority", "levels": [{"level": "a", "role": "x", "above": 1}]}},
      "'priority' is not a money field"),
@@ -204,6 +209,38 @@ def test_a_wrong_workflow_file_names_what_is_wrong(tmp_path: Path, change: dict,
     with pytest.raises(ConfigError) as raised:
         Workflow.load(path)
     assert str(path) in str(raised.value) and message in str(raised.value)
+
+
+def test_an_approval_lifts_only_the_hold_the_refusal_set() -> None:
+    state, _ = decide_all(confirmed("12000.00"), proposal("hold", {"on_hold": True}, base=2, system="ERP"),
+                          refuse("no", "sales", "sales_manager", 3), approve("yes", "sales", "sales_manager", 4))
+    # the ERP's hold was there before the refusal: the approval takes its own reason away, not the hold
+    assert (value_of(state, "on_hold"), value_of(state, "hold_reasons"), state.status) == (True, [], "CONFIRMED")
+    state, (lifted,) = decide_all(state, proposal("unhold", {"on_hold": False}, base=5, system="ERP"))
+    assert lifted.state.status == "APPROVED"  # nothing missing, nothing holding: the rules take the step
+
+
+def test_approvals_only_before_release_never_in_a_creation_and_the_amount_is_kept() -> None:
+    state, _ = decide_all(confirmed("12000.00"), approve("ok", "sales", "sales_manager", 2),
+                          step("release", "RELEASED", 3, system="HUB", role="planner"))
+    assert state.status == "RELEASED"
+    state, (late, cleared) = decide_all(state, refuse("late", "sales", "sales_manager", 4),
+                                        proposal("clear", {"amounts.gross": None}, base=4, system="ERP"))
+    assert late.rejection.errors[0].message == "the order is RELEASED: approvals are decided before it is released"
+    assert cleared.rejection.errors[0].rule == "workflow.approvals.amount: the amount is kept once set"
+    _, (created,) = run([creation("c", {"approvals.sales": {"decision": "approved"}}, system="HUB", role="sales")],
+                        rules=RULES_WF)
+    assert "approvals are decided on an existing order, not in its creation" in [
+        e.message for e in created.rejection.errors]
+
+
+def test_a_long_refusal_fits_a_hold_reason_and_a_status_the_rules_overrule_is_refused() -> None:
+    state, (refused,) = decide_all(confirmed("12000.00"), refuse("long", "sales", "sales_manager", 2, "x" * 2000))
+    (reason,) = value_of(state, "hold_reasons")
+    assert len(reason) == 500 and reason.startswith("approval refused (sales): xxx") and reason.endswith("...")
+    # the ERP re-sending the hold reasons it sees is still a valid proposal
+    state, (echo,) = decide_all(state, proposal("echo", {"hold_reasons": [reason, "credit"]}, base=3, system="ERP"))
+    assert echo.kind == DecisionKind.APPLIED
 
 
 # --- the property: no sequence of proposals gets past CONFIRMED without the approvals it needs -------
