@@ -1202,7 +1202,9 @@ def serve(folder: Path, port: int, webhook_urls: Sequence[str] = (), *, backoff_
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     couriers.sync()
-    (folder / _PORT_FILE).write_text(json.dumps({"port": port}))
+    written = folder / f"{_PORT_FILE}.tmp"  # renamed whole: a reader never sees it half written
+    written.write_text(json.dumps({"port": port}))
+    os.replace(written, folder / _PORT_FILE)
     log.info("Salesforce sandbox on https://127.0.0.1:%d, webhooks %s", port, list(store.webhooks()))
     try:
         server.serve_forever(poll_interval=0.2)
