@@ -404,6 +404,26 @@ class OrderRelease(_Event):
     released_at: dt.datetime = Field(description="When the release was accepted.")
 
 
+class OrderAlert(_Event):
+    """A due-date alert raised or cleared for one order (workflow.yaml due_date_alert, hub.domain.alerts)."""
+
+    schema_name: ClassVar[str] = "order_alert"
+
+    record_id: str = Field(description="Deterministic id (order, stage, due date, kind); consumers dedup by it.")
+    order_id: str = Field(description="Hub order id; the Kafka message key.")
+    order_number: str = Field(description="Human-readable order number.")
+    version: int = Field(description="The order version the alert was decided on.")
+    kind: str = Field(description="RAISED or CLEARED.")
+    stage: str = Field(description="The alert stage, as workflow.yaml names it (due_soon, escalated).")
+    notify: str = Field(description="The role the stage alerts (a HUB role).")
+    due_date: dt.date = Field(description="The due date the alert is about.")
+    days_left: int = Field(description="Days from the decision's date to the due date (negative: overdue).")
+    status: str = Field(description="The order's lifecycle status at that version.")
+    on_hold: bool = Field(description="Whether the order was on hold.")
+    reason: str = Field(description="Why it was raised or cleared, for a person.")
+    decided_at: dt.datetime = Field(description="When it was decided (the evaluating clock).")
+
+
 class ProposalAnswer(_Event):
     """The hub's one answer to one proposal, which its sender waits for by event id."""
 
@@ -430,5 +450,5 @@ class ProposalAnswer(_Event):
 EVENT_MODELS: dict[str, type[_Event]] = {
     model.schema_name: model
     for model in (OrderSnapshot, ChangeProposal, OrderChange, OrderConflict, OrderRejection, OrderRelease,
-                  ProposalAnswer)
+                  ProposalAnswer, OrderAlert)
 }

@@ -131,6 +131,7 @@ class TopicNames:
     releases: str
     ref_links: str
     answers: str
+    alerts: str
     dead_letters: str
     connector_cursors: str
 

@@ -1,4 +1,5 @@
-"""The plant's workflow rules (workflow.yaml): multi-level approvals over amount thresholds.
+"""The plant's workflow rules (workflow.yaml): multi-level approvals over amount thresholds, and the
+due-date alert's settings (its rules: ``hub.domain.alerts``).
 
 The rules are data, read once at start and validated with errors that name the line's key;
 what they mean is the pure functions below, which ``decide`` calls for every proposal, so no
@@ -45,7 +46,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from hub.domain import lifecycle
-from hub.domain.fields import HEADER_FIELDS, LEVEL_NAME, MONEY, STATUS_PATH
+from hub.domain.alerts import DueDateAlert, Stage
+from hub.domain.fields import DATE, HEADER_FIELDS, LEVEL_NAME, MONEY, STATUS_PATH
 from hub.errors import ConfigError
 
 #: Field paths of approvals: ``approvals.<level>``.
@@ -113,6 +115,8 @@ class Workflow:
     """The whole workflow file."""
 
     approvals: Approvals | None = None
+    #: The due-date alert (``hub.domain.alerts``).
+    due_date_alert: DueDateAlert | None = None
     source: str = "workflow rules"
 
     @classmethod
@@ -129,10 +133,12 @@ class Workflow:
         """The workflow in a parsed YAML document."""
         if not isinstance(doc, dict):
             raise ConfigError(f"{source}: expected a mapping of sections (approvals: ...)")
-        if unknown := sorted(set(doc) - {"approvals"}):
-            raise ConfigError(f"{source}: unknown sections {unknown}; known: approvals")
+        if unknown := sorted(set(doc) - {"approvals", "due_date_alert"}):
+            raise ConfigError(f"{source}: unknown sections {unknown}; known: approvals, due_date_alert")
         approvals = _approvals(doc["approvals"], f"{source}: approvals") if doc.get("approvals") is not None else None
-        return cls(approvals=approvals, source=source)
+        alert = doc.get("due_date_alert")
+        return cls(approvals=approvals, source=source,
+                   due_date_alert=_due_date_alert(alert, f"{source}: due_date_alert") if alert is not None else None)
 
 
 def _approvals(doc: Any, where: str) -> Approvals:
@@ -194,6 +200,39 @@ def _level(doc: Any, where: str) -> Level:
             raise ConfigError(f"{where}.above.{currency}: {figure!r} is not an amount >= 0") from None
         parsed[currency] = value
     return Level(name=name, role=role, above=parsed)
+
+
+def _due_date_alert(doc: Any, where: str) -> DueDateAlert:
+    if not isinstance(doc, dict) or set(doc) - {"date", "stages", "interval_s"}:
+        raise ConfigError(f"{where}: expected a mapping with date, stages, interval_s")
+    date = doc.get("date", list(DueDateAlert.date))
+    date = [date] if isinstance(date, str) else date
+    dates = sorted(p for p, kind in HEADER_FIELDS.items() if kind is DATE)
+    if not isinstance(date, list) or not date or any(not isinstance(p, str) or p not in dates for p in date):
+        raise ConfigError(f"{where}.date: {date!r}: expected date fields of the order ({', '.join(dates)})")
+    stages_doc = doc.get("stages")
+    if not isinstance(stages_doc, list) or not stages_doc:
+        raise ConfigError(f"{where}.stages: expected a list of {{stage, within_days, notify}}")
+    stages = []
+    for index, entry in enumerate(stages_doc):
+        at = f"{where}.stages[{index}]"
+        if not isinstance(entry, dict) or set(entry) != {"stage", "within_days", "notify"}:
+            raise ConfigError(f"{at}: expected exactly {{stage, within_days, notify}}, got {entry!r}")
+        if not isinstance(entry["stage"], str) or not LEVEL_NAME.fullmatch(entry["stage"]):
+            raise ConfigError(f"{at}.stage: {entry['stage']!r}: lower-case letters, digits and _")
+        days = entry["within_days"]
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 366:
+            raise ConfigError(f"{at}.within_days: {days!r}: whole days from 0 to 366")
+        if not isinstance(entry["notify"], str) or not re.fullmatch(r"[a-z][a-z0-9_]*", entry["notify"]):
+            raise ConfigError(f"{at}.notify: {entry['notify']!r}: a HUB role name such as production_lead")
+        stages.append(Stage(entry["stage"], days, entry["notify"]))
+    names = [stage.name for stage in stages]
+    if duplicated := sorted({name for name in names if names.count(name) > 1}):
+        raise ConfigError(f"{where}.stages: stage names must be unique; repeated: {duplicated}")
+    interval = doc.get("interval_s", DueDateAlert.interval_s)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 1 <= interval <= 86400:
+        raise ConfigError(f"{where}.interval_s: {interval!r}: seconds from 1 to 86400")
+    return DueDateAlert(stages=tuple(stages), date=tuple(date), interval_s=float(interval))
 
 
 # --- the rules --------------------------------------------------------------------------
