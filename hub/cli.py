@@ -80,6 +80,12 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(get_settings())
 
 
+def _alerts(args: argparse.Namespace) -> int:
+    from hub.streams.alerts import run_alerts
+
+    return asyncio.run(run_alerts(get_settings()))
+
+
 def _up(args: argparse.Namespace) -> int:
     """The main job on the embedded default: everything on this machine, until Ctrl-C."""
     import os
@@ -209,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the canonical order engine and the read-model projector (Ctrl-C or "
                                            "SIGTERM commits and stops)")
     worker.set_defaults(func=_worker)
+
+    alerts = sub.add_parser("alerts", help="watch due dates: raise and clear the due-date alerts of workflow.yaml "
+                                           "(Ctrl-C or SIGTERM stops)")
+    alerts.set_defaults(func=_alerts)
 
     orders = sub.add_parser("orders", help="read orders from the read model")
     orders.add_argument("action", choices=["show", "history", "conflicts"])

@@ -2,7 +2,7 @@
 
 The projector feeds it the hub's output events; people, reports, the client and REST APIs
 and connectors read it through typed queries (``order``, ``list_orders``, ``history``,
-``conflicts``, ``parked_conflicts``). Every writer is idempotent (a replayed topic changes
+``conflicts``, ``parked_conflicts``, ``alerts``, ``open_alerts``). Every writer is idempotent (a replayed topic changes
 nothing) and takes one batch per transaction. It runs on a SQLite file by default
 (``settings.read_model_url``) and on PostgreSQL by URL (``postgresql+psycopg://...``);
 upserts use each dialect's ``INSERT ... ON CONFLICT``.
@@ -20,6 +20,7 @@ Tables::
     order_history    (order_id, version): one accepted change each, diffs as JSON
     order_conflicts  record_id: one recorded conflict each, fields as JSON
     order_xrefs      (system, object_type, external_id): outside ids -> order_id
+    order_alerts     record_id: one due-date alert raised or cleared each
     alembic_version  the schema's revision
 """
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -47,8 +48,8 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 
 from hub import migrations
 from hub.errors import ConfigError
-from hub.events import (ChangeOutcome, ExternalRef, FieldConflict, FieldDiff, LifecycleStatus, OrderChange,
-                        OrderConflict, OrderLine, OrderSnapshot)
+from hub.events import (ChangeOutcome, ExternalRef, FieldConflict, FieldDiff, LifecycleStatus, OrderAlert,
+                        OrderChange, OrderConflict, OrderLine, OrderSnapshot)
 from hub.settings import Settings
 
 
@@ -142,6 +143,16 @@ order_xrefs = Table(
     Column("system", String(16), primary_key=True), Column("object_type", ID, primary_key=True),
     Column("external_id", NAME, primary_key=True, index=True),
     Column("order_id", ID, nullable=False, index=True), Column("external_number", NAME, index=True),
+)
+order_alerts = Table(
+    "order_alerts", metadata,
+    Column("record_id", NAME, primary_key=True),
+    Column("order_id", ID, nullable=False, index=True), Column("order_number", ID, nullable=False),
+    Column("version", Integer, nullable=False), Column("kind", String(16), nullable=False),
+    Column("stage", String(40), nullable=False), Column("notify", String(64), nullable=False),
+    Column("due_date", Date, nullable=False), Column("days_left", Integer, nullable=False),
+    Column("status", String(32), nullable=False), Column("on_hold", Boolean, nullable=False),
+    Column("reason", Text, nullable=False), Column("decided_at", _UtcDateTime, nullable=False),
 )
 # Alembic's own table, declared so that metadata.drop_all resets the read model whole (a
 # version row left behind would make create_schema skip the tables it just lost).
@@ -333,6 +344,14 @@ class ReadModel:
         with self.engine.begin() as conn:
             conn.execute(stmt, list(rows.values()))
 
+    def project_alerts(self, alerts: list[OrderAlert]) -> None:
+        """Record due-date alerts by record_id (the same record again changes nothing)."""
+        rows = {a.record_id: a.model_dump(mode="python") for a in alerts}
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert(order_alerts).on_conflict_do_nothing(index_elements=["record_id"]),
+                             list(rows.values()))
+
     def _put_xrefs(self, conn: Connection, refs: list[tuple[str, ExternalRef]]) -> None:
         rows = {(r.system, r.object_type, r.external_id): {
             "system": r.system, "object_type": r.object_type, "external_id": r.external_id,
@@ -444,6 +463,23 @@ class ReadModel:
                  .order_by(c.parked.desc(), c.decided_at.desc(), c.record_id))
         with self.engine.connect() as conn:
             return [_conflict_record(r) for r in conn.execute(query).mappings()]
+
+    def alerts(self, order_id: str) -> list[OrderAlert]:
+        """The order's due-date alerts, raised and cleared, in the order they were decided."""
+        a = order_alerts.c
+        query = select(order_alerts).where(a.order_id == order_id).order_by(a.decided_at, a.kind.desc(), a.record_id)
+        with self.engine.connect() as conn:
+            return [OrderAlert.model_validate(dict(r)) for r in conn.execute(query).mappings()]
+
+    def open_alerts(self, order_id: str) -> list[OrderAlert]:
+        """The alerts raised for the order and not cleared since."""
+        open_: dict[tuple[str, dt.date], OrderAlert] = {}
+        for alert in self.alerts(order_id):
+            if alert.kind == "RAISED":
+                open_[(alert.stage, alert.due_date)] = alert
+            else:
+                open_.pop((alert.stage, alert.due_date), None)
+        return list(open_.values())
 
     def parked_conflicts(self, *, limit: int = 100) -> list[ConflictRecord]:
         """Conflicts waiting for a person, across all orders, the longest waiting first."""
@@ -566,10 +602,11 @@ def show_order_text(settings: Settings, order: str) -> str:
     with _order(settings, order) as (model, order_id):
         snapshot = model.order(order_id)
         parked = sum(c.parked for c in model.conflicts(order_id))
-    return order_text(snapshot, parked_conflicts=parked)
+        alerts = model.open_alerts(order_id)
+    return order_text(snapshot, parked_conflicts=parked, alerts=alerts)
 
 
-def order_text(order: OrderSnapshot, *, parked_conflicts: int = 0) -> str:
+def order_text(order: OrderSnapshot, *, parked_conflicts: int = 0, alerts: Sequence[OrderAlert] = ()) -> str:
     """Every canonical field of ``order`` for a person, one label per line, then its lines as a table."""
     amounts = order.amounts
     header = [
@@ -596,6 +633,7 @@ def order_text(order: OrderSnapshot, *, parked_conflicts: int = 0) -> str:
         *_field_list("approvals", [f"{a.level}: {a.decision}" + (f" ({a.comment})" if a.comment else "")
                                    for a in order.approvals]),
     ]
+    header += _field_list("alerts", [f"{a.stage} for {a.notify} since {_v(a.decided_at)}: {a.reason}" for a in alerts])
     if parked_conflicts:
         header.append(_field("conflicts", f"{parked_conflicts} parked, waiting for a person: "
                                           f"orderhub orders conflicts {order.order_number}"))

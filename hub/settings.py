@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         PROJECT_DIR / "workflow.yaml", description="The plant's workflow rules (approvals over amount thresholds); "
         "`none`: no workflow rules."
     )
+    clock_file: Path | None = Field(
+        None, description="For tests and drills: `orderhub alerts` reads the current time from this file (an ISO "
+        "timestamp) instead of the system clock, so time moves when the file does. Unset: the system clock."
+    )
     connectors_file: Path = Field(
         Path("connectors.yaml"), description="The connector instances `orderhub connectors run` runs (kind, name, "
         "config; `${VAR}` is taken from the environment). `orderhub up` writes its own for the sandboxes."
@@ -117,7 +121,7 @@ class Settings(BaseSettings):
             raise ValueError("ORDERHUB_BOOTSTRAP_SERVERS must name at least one host:port")
         return value
 
-    @field_validator("workflow_file", mode="before")
+    @field_validator("workflow_file", "clock_file", mode="before")
     @classmethod
     def _no_workflow(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value

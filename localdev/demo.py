@@ -5,7 +5,8 @@ order and its number; the ERP gets the sales order and a clerk prices and confir
 two people edit the same field from the same version (a conflict, parked for a person); the
 approver's step waits for the sales manager's approval (the amount is above workflow.yaml's first
 threshold), which makes it APPROVED, and a planner releases it in the hub; the MES gets the job orders; the shop
-floor starts, reports and finishes them. Each step waits for the hub (the read model) to show
+floor starts, reports and finishes them; a rush order due in five days raises the due-date
+alert. Each step waits for the hub (the read model) to show
 it, with a deadline, and says who did what.
 """
 
@@ -22,7 +23,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from hub.client import HubClient
-from hub.events import Actor, ChangeProposal, FieldChange, OrderRef, OrderSnapshot
+from hub.events import Actor, ChangeProposal, FieldChange, OrderRef, OrderSnapshot, ProposalIntent
 from hub.readmodel import OrderNotFound, ReadModel
 from hub.settings import Settings
 from localdev.up import Stack
@@ -44,6 +45,8 @@ class DemoRun:
     #: The event id of the parked proposal, and of the sales manager's approval.
     parked_event_id: str = ""
     approval_event_id: str = ""
+    #: The rush order due in five days, which raises the due-date alert.
+    rush_order_id: str = ""
     #: Every line the demo said, in order.
     lines: list[str] = field(default_factory=list)
 
@@ -156,6 +159,17 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> De
                 await floor.finish(job)
             done = await wait_for("COMPLETED", lambda: (o := order()) and o.status.value == "COMPLETED" and o)
         tell(f"8. Shop floor: every job ended; hub: version {done.version}, COMPLETED")
+
+        rush_due = dt.datetime.now(dt.timezone.utc).date() + dt.timedelta(days=5)  # the alert worker counts in UTC
+        run.rush_order_id = f"rush-{uuid.uuid4().hex[:8]}"
+        async with HubClient(settings) as client:
+            rush = await _propose(client, run.rush_order_id, 0, "HUB", "sam", "sales", {
+                "customer.id": "17100001", "customer.name": "ACME Maschinenbau", "requested_delivery": rush_due.isoformat(),
+                "instructions": [{"key": "coating", "text": "zinc 12 um"}], "lines.10.material.id": "MAT-100",
+                "lines.10.quantity": "20", "lines.10.unit": "C62"}, expect="CREATED", create=True)
+        alert = await wait_for("the due-date alert", lambda: next(iter(model.open_alerts(run.rush_order_id)), None))
+        tell(f"9. A rush order (hub UI, sales), due {rush_due.isoformat()}, not started: {rush.outcome.value}; "
+             f"alert '{alert.stage}' for the {alert.notify}: {alert.reason}")
         tell(f"\nThe whole story: orderhub orders history {run.order_number}")
         return run
     finally:
@@ -172,9 +186,10 @@ class _Answered:
 
 
 async def _propose(client: HubClient, order_id: str, base: int, system: str, actor: str, role: str,
-                   values: dict[str, Any], *, expect: str | None = "APPLIED") -> _Answered:
+                   values: dict[str, Any], *, expect: str | None = "APPLIED", create: bool = False) -> _Answered:
     proposal = ChangeProposal(
         event_id=str(uuid.uuid4()), order_ref=OrderRef(order_id=order_id), base_version=base, source_system=system,
+        intent=ProposalIntent.CREATE if create else ProposalIntent.UPDATE,
         actor=Actor(id=actor, role=role), occurred_at=dt.datetime.now(dt.timezone.utc),
         changes=[FieldChange(field=k, value=json.dumps(v)) for k, v in values.items()])
     decided = await client.propose(proposal, timeout_s=STEP_TIMEOUT_S)

@@ -6,9 +6,9 @@ What it starts, in order, each recorded so that Ctrl-C stops exactly what was st
    then ``topics apply``.
 2. The sandboxes of the outside systems: the Salesforce sandbox (CRM, TLS), mock-sap (ERP),
    Mosquitto and the OPC UA ISA-95 MES (its shop floor reports over MQTT).
-3. The engine (``orderhub worker``: decide + read model) and the connectors
-   (``orderhub connectors run`` over a generated ``connectors.yaml`` pointing at the sandboxes),
-   each a child process ended by its PID.
+3. The engine (``orderhub worker``: decide + read model), the due-date alerts (``orderhub
+   alerts``) and the connectors (``orderhub connectors run`` over a generated ``connectors.yaml``
+   pointing at the sandboxes), each a child process ended by its PID.
 
 ``stack.json`` in ``<state_dir>/up/`` says where everything is; ``orderhub demo`` reads it.
 """
@@ -28,6 +28,9 @@ import yaml
 from hub.errors import ConfigError
 from hub.settings import Settings
 from localdev import process
+
+#: The hub's own processes ``up`` starts, each with its log and pid file in ``<state_dir>/up/``.
+CHILDREN = ("engine", "alerts", "connectors")
 
 #: Ports of the sandboxes on 127.0.0.1 (fixed, so a person can point a browser or a client at them).
 PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883}
@@ -143,9 +146,9 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
                  "webhook_port": ports["crm_webhook"], "webhook_secret": WEBHOOK_SECRET},
             erp={"url": erp_url, "user": sap.USER, "password": sap.PASSWORD},
             mes={"opc_url": opc_url, "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"]},
-            logs={"engine": str(home / "engine.log"), "connectors": str(home / "connectors.log")})
+            logs={name: str(home / f"{name}.log") for name in CHILDREN})
         (home / "connectors.yaml").write_text(yaml.safe_dump(connectors_yaml(stack), sort_keys=False))
-        for name, argv in (("engine", ["worker"]),
+        for name, argv in (("engine", ["worker"]), ("alerts", ["alerts"]),
                            ("connectors", ["connectors", "run", "--file", str(home / "connectors.yaml")])):
             pid = process.spawn([sys.executable, "-m", "hub.cli", *argv], log=home / f"{name}.log",
                                 pidfile=home / f"{name}.pid", env=child_environment(settings))
@@ -197,14 +200,14 @@ def run(settings: Settings, *, local_kafka: bool) -> int:
           "the hub is up. In another terminal:\n"
           "  orderhub demo                     an order from won opportunity to completed, step by step\n"
           "  orderhub orders show ORDER        / history ORDER / conflicts ORDER\n"
-          f"logs: {stack.logs['engine']}, {stack.logs['connectors']}\n"
+          f"logs: {', '.join(stack.logs.values())}\n"
           "Ctrl-C stops everything orderhub up started.")
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     died = None
     while not stopped.wait(1.0):
-        for name in ("engine", "connectors"):
+        for name in CHILDREN:
             if process.recorded_pid(home / f"{name}.pid") is None:
                 died = name
                 stopped.set()

@@ -379,7 +379,8 @@ def _workflow(approvals: workflow.Approvals, state: OrderState, clean: dict[str,
     errors = [_Error(RejectionReason.ILLEGAL_TRANSITION, path, rule, message)
               for path, rule, message in workflow.errors(approvals, before, after, clean)]
     changes = workflow.consequences(approvals, before, after, clean)
-    if STATUS_PATH in clean and STATUS_PATH in changes:  # asked for one status, the rules give another
+    if STATUS_PATH in clean and STATUS_PATH in changes and not any(e.field == STATUS_PATH for e in errors):
+        # asked for one status, the rules give another (and no rule above said why already)
         errors.append(_Error(RejectionReason.ILLEGAL_TRANSITION, STATUS_PATH, "workflow.approvals",
                              f"the approvals leave the order {changes[STATUS_PATH]}, not {load_json(clean[STATUS_PATH])}"))
     derived.update({path: canonical_json(value) for path, value in changes.items()})

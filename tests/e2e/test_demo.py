@@ -15,7 +15,7 @@ from hub.settings import Settings
 from localdev import process
 from localdev.demo import run_demo
 from localdev.sandboxes import sap
-from localdev.up import Stack, folder, start
+from localdev.up import CHILDREN, Stack, folder, start
 from tests.services import namespaced_settings
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     ports = {name: process.free_port() for name in ("crm", "crm_webhook", "erp", "mes", "mqtt")}
     stack, stop_all = start(settings, said.append, local_kafka=False, ports=ports)
     home = folder(settings)
-    pids = [process.recorded_pid(home / f"{name}.pid") for name in ("engine", "connectors")]
+    pids = [process.recorded_pid(home / f"{name}.pid") for name in CHILDREN]
     try:
         assert Stack.read(settings) == stack
         assert any(line.startswith("CRM sandbox  https://127.0.0.1:") for line in said)
@@ -44,8 +44,10 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     assert not any(process.alive(pid) for pid in pids if pid), "the engine and the connectors are stopped"
     assert not (home / "stack.json").exists()
 
+    print("\n".join(run.lines))  # what a person sees, in the test log
     steps = [line.split(".", 1)[0] for line in run.lines if line[:1].isdigit()]
-    assert steps == ["1", "2", "3", "4", "5", "6", "7", "8"]
+    assert steps == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+    assert all(pids), "the engine, the alerts and the connectors were started"
     said_outcomes = " ".join(run.lines)
     assert "sales (hub UI): APPLIED" in said_outcomes and "planner (hub UI): PARKED" in said_outcomes
     assert "Approver (hub UI) tries to approve: REJECTED: the order cannot be APPROVED before sales approved" \
@@ -65,6 +67,9 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     assert {d.field: d.after for d in approval.diffs} == {
         "approvals.sales": '{"comment":"margin checked","decision":"approved"}', "status": '"APPROVED"'}
     assert [(a.level, a.decision) for a in order.approvals] == [("sales", "approved")]
+    (rush_alert,) = model.open_alerts(run.rush_order_id)
+    assert (rush_alert.stage, rush_alert.notify, rush_alert.days_left) == ("due_soon", "production_lead", 5)
+    assert "alert 'due_soon' for the production_lead: due " in said_outcomes
     parked = model.parked_conflicts()
     assert [c.event_id for c in parked] == [run.parked_event_id]
     assert len(erp_orders) == 1

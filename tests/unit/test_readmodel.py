@@ -21,9 +21,9 @@ from sqlalchemy import func, insert, select
 from hub import migrations
 from hub.errors import ConfigError
 from hub.events import (Amounts, Approval, ChangeOutcome, Customer, FieldDiff, Instruction, LifecycleStatus, Material,
-                        OrderLine, OrderSnapshot)
+                        OrderAlert, OrderLine, OrderSnapshot)
 from hub.readmodel import (AmbiguousOrder, ConflictRecord, HistoryEntry, OrderNotFound, OrderSummary, ReadModel,
-                           alembic_version, conflicts_text, history_text, order_conflicts, show_order_text)
+                           alembic_version, conflicts_text, history_text, order_conflicts, order_text, show_order_text)
 from hub.settings import Settings
 from tests.factories import (T0, make_change, make_conflict, make_diff, make_line, make_ref, make_snapshot,
                              order_number_of)
@@ -48,6 +48,24 @@ class ReadModelContract:
         readmodel.project_changes([make_change("O-5", 1, external_refs_added=[ref])])
         (entry,) = readmodel.history("O-5")
         assert entry.refs_added == (ref,)
+
+    def test_alerts_are_kept_once_and_the_open_ones_show_with_the_order(self, readmodel: ReadModel) -> None:
+        """Due-date alerts by record id; the ones raised and not cleared are the order's open alerts."""
+        def alert(kind: str, stage: str, day: int) -> OrderAlert:
+            return OrderAlert(record_id=f"O-1:alert:{stage}:2024-07-01:{kind.lower()}", order_id="O-1",
+                              order_number="ORD-2024-00-000001", version=7, kind=kind, stage=stage,
+                              notify="production_lead", due_date=dt.date(2024, 7, 1), days_left=30 - day,
+                              status="RELEASED", on_hold=False, reason=f"{stage} {kind}",
+                              decided_at=dt.datetime(2024, 6, day, 8, tzinfo=dt.UTC))
+        raised, escalated, cleared = alert("RAISED", "due_soon", 24), alert("RAISED", "escalated", 28), \
+            alert("CLEARED", "due_soon", 29)
+        readmodel.project_alerts([raised, escalated])
+        readmodel.project_alerts([raised, cleared])  # a record read again is the same row
+        assert readmodel.alerts("O-1") == [raised, escalated, cleared]
+        assert readmodel.open_alerts("O-1") == [escalated]
+        readmodel.project_snapshots([full_snapshot("O-1")])
+        text = order_text(readmodel.order("O-1"), alerts=readmodel.open_alerts("O-1"))
+        assert "escalated for production_lead since 2024-06-28T08:00:00+00:00: escalated RAISED" in text
 
     def test_versions_are_stored_per_order(self, readmodel: ReadModel) -> None:
         """Each order keeps its own ascending versions, whatever order the batch came in."""

@@ -71,7 +71,7 @@ def test_above_a_threshold_the_step_waits_for_the_level_and_the_approval_is_the_
     state, (early, approval) = decide_all(confirmed("12000.00"), step("approve", "APPROVED", 2),
                                           approve("ok", "sales", "sales_manager", 2, actor_id="maria"))
     assert early.kind == DecisionKind.REJECTED
-    error = early.rejection.errors[0]
+    (error,) = early.rejection.errors  # said once, not again as "the rules give another status"
     assert (early.rejection.reason.value, error.field) == ("ILLEGAL_TRANSITION", "status")
     assert error.message == "the order cannot be APPROVED before sales approved (amount 12000.00 EUR)"
     assert approval.kind == DecisionKind.APPLIED and state.status == "APPROVED" and state.version == 3
@@ -241,6 +241,16 @@ def test_a_long_refusal_fits_a_hold_reason_and_a_status_the_rules_overrule_is_re
     # the ERP re-sending the hold reasons it sees is still a valid proposal
     state, (echo,) = decide_all(state, proposal("echo", {"hold_reasons": [reason, "credit"]}, base=3, system="ERP"))
     assert echo.kind == DecisionKind.APPLIED
+    # a role that both approves a level and takes the step, refusing while stepping: the refusal holds the
+    # order, so the step it asked for is refused rather than silently not taken
+    doc = yaml.safe_load((PROJECT_DIR / "workflow.yaml").read_text())
+    doc["approvals"]["levels"][1]["role"] = "approver"
+    rules = RULES.with_workflow(Workflow.parse(doc))
+    _, (both,) = run([proposal("both", {"approvals.plant": {"decision": "refused", "comment": "no"},
+                                        "status": "APPROVED"}, base=2, system="HUB", role="approver")],
+                     confirmed("9000.00"), rules=rules)
+    assert both.kind == DecisionKind.REJECTED
+    assert [e.message for e in both.rejection.errors] == ["the approvals leave the order CONFIRMED, not APPROVED"]
 
 
 # --- the property: no sequence of proposals gets past CONFIRMED without the approvals it needs -------

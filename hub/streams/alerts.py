@@ -1,0 +1,232 @@
+"""The due-date alert worker (``orderhub alerts``): ``hub.domain.alerts`` over the engine's snapshots.
+
+It reads the state topic (the engine's own data: every order's latest snapshot) and the alerts
+topic, both keyed by order id and assigned partition by partition to one member of the group
+(range assignment: state partition p and alerts partition p go together), and decides:
+
+1. When an order changes (a snapshot arrives), that order; every ``interval_s`` of the clock,
+   every order it holds. The clock is passed in (``system_clock``, or ``file_clock`` for tests
+   and drills that move time), and so is today: the clock's UTC date.
+2. Only once it has read both topics to where they ended when its partitions were assigned, and
+   every alert it wrote since: what the alerts topic holds is what the order has. So an alert is
+   raised once, and a restart (a crash included) reads what was raised instead of raising it
+   again; an alert decided but not written before a crash is decided again, not lost.
+3. Each alert is written (acks=all) before the next decision; its record id is the order, the
+   stage, the due date and raised/cleared, the same however often it is decided.
+
+A record that is not a snapshot or an alert goes to the dead-letter topic with why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from hub.domain import alerts
+from hub.domain.alerts import CLEARED, RAISED, DueDateAlert, OrderFacts, Raised
+from hub.errors import ConfigError, UndecodableRecord
+from hub.events import OrderAlert, OrderSnapshot
+from hub.serde.store import SchemaStore
+from hub.serde.wire import AvroCodec, registry_from_settings
+from hub.settings import Settings
+from hub.streams.core import Inbound, TopicNames, dead_letter
+
+#: The alert worker's consumer group (namespaced).
+GROUP = "orderhub-alerts"
+#: The line it logs once it has read what it was assigned and is deciding (tests wait for it).
+READY = "orderhub alerts: watching due dates"
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    """Now, from the system clock, in UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def file_clock(path: Path) -> Clock:
+    """Now, as the ISO timestamp in ``path`` says (read at every call): time moves when the file does."""
+    def now() -> dt.datetime:
+        value = dt.datetime.fromisoformat(path.read_text().strip())
+        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return now
+
+
+@dataclass
+class AlertBook:
+    """What the worker knows: each order's facts and the alerts the alerts topic says it has."""
+
+    config: DueDateAlert
+    facts: dict[str, OrderFacts] = field(default_factory=dict)
+    raised: dict[str, set[Raised]] = field(default_factory=dict)
+
+    def snapshot(self, snapshot: OrderSnapshot) -> None:
+        """An order's latest snapshot (an older version than the one held changes nothing)."""
+        held = self.facts.get(snapshot.order_id)
+        if held is None or held.version <= snapshot.version:
+            self.facts[snapshot.order_id] = OrderFacts.of(snapshot)
+
+    def alert(self, alert: OrderAlert) -> None:
+        """An alert read from the alerts topic: the order has it, or no longer has it."""
+        key = Raised(alert.stage, alert.due_date)
+        have = self.raised.setdefault(alert.order_id, set())
+        if alert.kind == RAISED:
+            have.add(key)
+        else:
+            have.discard(key)
+
+    def decide(self, order_ids: set[str] | None, now: dt.datetime) -> list[OrderAlert]:
+        """The alerts to write for these orders (all held, when None), today being ``now``'s UTC date."""
+        found = []
+        for order_id in sorted(self.facts if order_ids is None else order_ids & self.facts.keys()):
+            facts = self.facts[order_id]
+            for action in alerts.actions(self.config, facts, now.date(), self.raised.get(order_id, ())):
+                found.append(OrderAlert(
+                    record_id=f"{order_id}:alert:{action.record_id}", order_id=order_id,
+                    order_number=facts.order_number, version=facts.version, kind=action.kind,
+                    stage=action.stage.name, notify=action.stage.notify, due_date=action.due,
+                    days_left=action.days_left, status=facts.status, on_hold=facts.on_hold, reason=action.reason,
+                    decided_at=now))
+        return found
+
+
+class AlertWorker:
+    """One member of the alert group: reads, decides, writes (rules 1-3 of the module)."""
+
+    def __init__(self, settings: Settings, config: DueDateAlert, clock: Clock = system_clock) -> None:
+        self.settings, self.config, self.clock = settings, config, clock
+        self.topics = TopicNames.of(settings)
+        self.codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
+        self.book = AlertBook(config)
+        #: Offsets (per topic-partition) to read past before deciding: the ends at assignment, and
+        #: every alert written since.
+        self._targets: dict[tuple[str, int], int] = {}
+        self._assigned = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until ``stop`` is set."""
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked: object) -> None:
+                worker._assigned.clear()
+
+            async def on_partitions_assigned(self, assigned: set) -> None:
+                # read both topics again from the start: the book is what they hold, nothing else
+                worker.book = AlertBook(worker.config)
+                if assigned:
+                    await consumer.seek_to_beginning(*assigned)
+                    ends = await consumer.end_offsets(list(assigned))
+                    worker._targets = {(tp.topic, tp.partition): end for tp, end in ends.items()}
+                else:
+                    worker._targets = {}
+                worker._assigned.set()
+
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.topic_namespace + GROUP,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000))
+        producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all",
+                                    enable_idempotence=True)
+        consumer.subscribe([self.topics.state, self.topics.alerts], listener=Listener())
+        await consumer.start()
+        await producer.start()
+        try:
+            await self._loop(consumer, producer, stop)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _loop(self, consumer: object, producer: object, stop: asyncio.Event) -> None:
+        changed: set[str] = set()
+        last_sweep: dt.datetime | None = None
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=200)  # type: ignore[attr-defined]
+            for tp, records in batch.items():
+                for record in records:
+                    order_id = await self._read(tp.topic, record, producer)
+                    if order_id is not None and tp.topic == self.topics.state:
+                        changed.add(order_id)
+            if not self._assigned.is_set() or not await self._caught_up(consumer):
+                continue
+            if not self.ready.is_set():
+                self.ready.set()
+                log.info(READY)
+            now = self.clock()
+            sweep = last_sweep is None or (now - last_sweep).total_seconds() >= self.config.interval_s
+            decided = self.book.decide(None if sweep else changed, now)
+            last_sweep = now if sweep else last_sweep
+            changed.clear()
+            for alert in decided:  # each acknowledged before the next; read back before deciding again
+                sent = await producer.send_and_wait(  # type: ignore[attr-defined]
+                    self.topics.alerts, self.codec.encode("order_alert", alert.to_avro()),
+                    key=alert.order_id.encode())
+                target = (sent.topic, sent.partition)
+                self._targets[target] = max(self._targets.get(target, 0), sent.offset + 1)
+                log.info("alert %s %s for %s (%s): %s", alert.kind.lower(), alert.stage, alert.order_number,
+                         alert.notify, alert.reason)
+
+    async def _caught_up(self, consumer: object) -> bool:
+        from aiokafka import TopicPartition
+
+        for (topic, partition), target in self._targets.items():
+            tp = TopicPartition(topic, partition)
+            if tp not in consumer.assignment():  # type: ignore[attr-defined]
+                continue
+            if await consumer.position(tp) < target:  # type: ignore[attr-defined]
+                return False
+        return True
+
+    async def _read(self, topic: str, record: object, producer: object) -> str | None:
+        """Take one record into the book; the order it was about, or None when it went to the dead letters."""
+        inbound = Inbound(topic, record.partition, record.offset, record.timestamp,  # type: ignore[attr-defined]
+                          record.key, record.value)  # type: ignore[attr-defined]
+        schema, model = ("order_snapshot", OrderSnapshot) if topic == self.topics.state else ("order_alert", OrderAlert)
+        try:
+            decoded = self.codec.decode(inbound.value or b"", schema, topic=topic, partition=inbound.partition,
+                                        offset=inbound.offset)
+            event = model.from_avro(decoded.value)
+        except (UndecodableRecord, ValueError) as exc:
+            log.warning("%s[%d]@%d is not an %s (%s): to the dead letters", topic, inbound.partition,
+                        inbound.offset, schema, exc)
+            out = dead_letter(self.topics, inbound, "alerts", exc)
+            await producer.send_and_wait(out.topic, out.value, key=out.key,  # type: ignore[attr-defined]
+                                         headers=list(out.headers))
+            return None
+        if isinstance(event, OrderSnapshot):
+            self.book.snapshot(event)
+        else:
+            self.book.alert(event)
+        return event.order_id
+
+
+async def run_alerts(settings: Settings, clock: Clock | None = None) -> int:
+    """``orderhub alerts``: until SIGTERM or SIGINT."""
+    import signal
+
+    from hub.logs import configure
+
+    configure(settings)
+    rules = settings.rules()
+    config = rules.workflow.due_date_alert if rules.workflow else None
+    if config is None:
+        raise ConfigError(f"{settings.workflow_file}: no due_date_alert section: nothing to watch")
+    if clock is None:
+        clock = file_clock(settings.clock_file) if settings.clock_file else system_clock
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await AlertWorker(settings, config, clock).run(stop)
+    return 0
