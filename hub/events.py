@@ -409,7 +409,8 @@ class OrderAlert(_Event):
 
     schema_name: ClassVar[str] = "order_alert"
 
-    record_id: str = Field(description="Deterministic id (order, stage, due date, kind); consumers dedup by it.")
+    record_id: str = Field(description="Deterministic id (order, stage, due date, occurrence, kind); consumers dedup "
+                           "by it.")
     order_id: str = Field(description="Hub order id; the Kafka message key.")
     order_number: str = Field(description="Human-readable order number.")
     version: int = Field(description="The order version the alert was decided on.")
@@ -417,6 +418,8 @@ class OrderAlert(_Event):
     stage: str = Field(description="The alert stage, as workflow.yaml names it (due_soon, escalated).")
     notify: str = Field(description="The role the stage alerts (a HUB role).")
     due_date: dt.date = Field(description="The due date the alert is about.")
+    occurrence: int = Field(description="1 the first time this stage is raised for this due date; the next number "
+                            "when the condition ended and came back.")
     days_left: int = Field(description="Days from the decision's date to the due date (negative: overdue).")
     status: str = Field(description="The order's lifecycle status at that version.")
     on_hold: bool = Field(description="Whether the order was on hold.")

@@ -146,11 +146,12 @@ order_xrefs = Table(
 )
 order_alerts = Table(
     "order_alerts", metadata,
-    Column("record_id", NAME, primary_key=True),
+    Column("record_id", String(256), primary_key=True),
     Column("order_id", ID, nullable=False, index=True), Column("order_number", ID, nullable=False),
     Column("version", Integer, nullable=False), Column("kind", String(16), nullable=False),
     Column("stage", String(40), nullable=False), Column("notify", String(64), nullable=False),
-    Column("due_date", Date, nullable=False), Column("days_left", Integer, nullable=False),
+    Column("due_date", Date, nullable=False), Column("occurrence", Integer, nullable=False),
+    Column("days_left", Integer, nullable=False),
     Column("status", String(32), nullable=False), Column("on_hold", Boolean, nullable=False),
     Column("reason", Text, nullable=False), Column("decided_at", _UtcDateTime, nullable=False),
 )
@@ -472,14 +473,11 @@ class ReadModel:
             return [OrderAlert.model_validate(dict(r)) for r in conn.execute(query).mappings()]
 
     def open_alerts(self, order_id: str) -> list[OrderAlert]:
-        """The alerts raised for the order and not cleared since."""
-        open_: dict[tuple[str, dt.date], OrderAlert] = {}
-        for alert in self.alerts(order_id):
-            if alert.kind == "RAISED":
-                open_[(alert.stage, alert.due_date)] = alert
-            else:
-                open_.pop((alert.stage, alert.due_date), None)
-        return list(open_.values())
+        """The alerts raised for the order and not cleared: each occurrence of a stage and due date is
+        raised once and cleared once, so the answer holds whatever order the clocks wrote them in."""
+        alerts = self.alerts(order_id)
+        cleared = {(a.stage, a.due_date, a.occurrence) for a in alerts if a.kind == "CLEARED"}
+        return [a for a in alerts if a.kind == "RAISED" and (a.stage, a.due_date, a.occurrence) not in cleared]
 
     def parked_conflicts(self, *, limit: int = 100) -> list[ConflictRecord]:
         """Conflicts waiting for a person, across all orders, the longest waiting first."""

@@ -8,9 +8,11 @@ can call it for every order at an interval and for every change of one, with any
 2. Production has not started while the order is open and before IN_PRODUCTION, or in
    production but on hold. COMPLETED, SHIPPED, CLOSED and CANCELLED orders have no alert.
 3. Each stage (``due_soon`` at 7 days, ``escalated`` at 3 by default) is due while production has
-   not started and the due date is at most ``within_days`` away (or past). A due stage not yet
-   raised for this due date is raised, once: the alert's id is the order, the stage and the due
-   date, so raising it again is the same record (consumers dedup by it).
+   not started and the due date is at most ``within_days`` away (or past). A due stage that is not
+   raised for this due date is raised, once: its id is the order, the stage, the due date and the
+   occurrence (1, then 2 if the condition ends and comes back: an order held after production
+   started, a due date moved away and back), so deciding it again is the same record (consumers
+   dedup by it) and a condition that came back is a new one.
 4. A raised stage that is no longer due is cleared, saying why: production started, the order
    ended, or its due date moved (an alert for the new date is a new alert).
 """
@@ -74,10 +76,11 @@ class OrderFacts:
 
 @dataclass(frozen=True)
 class Raised:
-    """An alert an order has: its stage and the due date it was raised for."""
+    """An alert an order has: its stage, the due date it was raised for, and which occurrence it is."""
 
     stage: str
     due: dt.date
+    occurrence: int = 1
 
 
 @dataclass(frozen=True)
@@ -89,11 +92,12 @@ class Action:
     due: dt.date
     days_left: int
     reason: str
+    occurrence: int = 1
 
     @property
     def record_id(self) -> str:
-        """The same for the same order, stage, due date and kind, however often it is decided."""
-        return f"{self.stage.name}:{self.due.isoformat()}:{self.kind.lower()}"
+        """The same for the same stage, due date, occurrence and kind, however often it is decided."""
+        return f"{self.stage.name}:{self.due.isoformat()}:{self.occurrence}:{self.kind.lower()}"
 
 
 def due_date(config: DueDateAlert, facts: OrderFacts) -> dt.date | None:
@@ -108,12 +112,17 @@ def not_started(facts: OrderFacts) -> bool:
     return facts.status not in lifecycle.PRODUCTION_STARTED or facts.on_hold
 
 
-def actions(config: DueDateAlert, facts: OrderFacts, today: dt.date, raised: Iterable[Raised]) -> list[Action]:
-    """Rules 3-4: the alerts to raise and to clear now, given the ones the order has."""
+def actions(config: DueDateAlert, facts: OrderFacts, today: dt.date, raised: Iterable[Raised],
+            occurrences: Mapping[tuple[str, dt.date], int] | None = None) -> list[Action]:
+    """Rules 3-4: the alerts to raise and to clear now, given the ones the order has and how often each
+    (stage, due date) was raised before (``occurrences``; none when not given)."""
     due = due_date(config, facts)
     days_left = (due - today).days if due is not None else 0
     waiting = due is not None and not_started(facts)
+    raised = list(raised)
     have = {(r.stage, r.due) for r in raised}
+    occurrence_of = {(r.stage, r.due): r.occurrence for r in raised}
+    before = occurrences or {}
     found = []
     for stage in config.stages:
         if waiting and days_left <= stage.within_days and (stage.name, due) not in have:
@@ -121,7 +130,7 @@ def actions(config: DueDateAlert, facts: OrderFacts, today: dt.date, raised: Ite
                 f"due {due.isoformat()}, {-days_left} days ago"
             found.append(Action(RAISED, stage, due, days_left,
                                 f"{when} and production has not started ({facts.status}"
-                                f"{', on hold' if facts.on_hold else ''})"))
+                                f"{', on hold' if facts.on_hold else ''})", before.get((stage.name, due), 0) + 1))
     for stage_name, raised_due in sorted(have):
         stage = config.stage(stage_name)
         if stage is None:
@@ -138,5 +147,6 @@ def actions(config: DueDateAlert, facts: OrderFacts, today: dt.date, raised: Ite
             why = f"the due date moved to {due.isoformat() if due else 'none'}"
         else:
             why = f"the due date {due.isoformat()} is more than {stage.within_days} days away"
-        found.append(Action(CLEARED, stage, raised_due, (raised_due - today).days, why))
+        found.append(Action(CLEARED, stage, raised_due, (raised_due - today).days, why,
+                            occurrence_of[(stage_name, raised_due)]))
     return found

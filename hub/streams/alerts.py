@@ -11,10 +11,15 @@ topic, both keyed by order id and assigned partition by partition to one member 
    every alert it wrote since: what the alerts topic holds is what the order has. So an alert is
    raised once, and a restart (a crash included) reads what was raised instead of raising it
    again; an alert decided but not written before a crash is decided again, not lost.
-3. Each alert is written (acks=all) before the next decision; its record id is the order, the
-   stage, the due date and raised/cleared, the same however often it is decided.
+3. Each alert is written (acks=all) before the next decision, and only while the member still owns
+   the order's partitions: a revocation waits for the decision in hand to be written. Its record id
+   is the order, the stage, the due date, the occurrence and raised/cleared, the same however often
+   it is decided.
+4. Kafka or the schema registry going away stops the member without losing anything (what it had not
+   written it decides again); ``run_alerts`` starts it again with back-off.
 
-A record that is not a snapshot or an alert goes to the dead-letter topic with why.
+A record that is not a snapshot or an alert goes to the dead-letter topic with why; a deleted
+order's tombstone on the (compacted) state topic forgets the order.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from hub.domain import alerts
 from hub.domain.alerts import CLEARED, RAISED, DueDateAlert, OrderFacts, Raised
@@ -59,39 +64,51 @@ def file_clock(path: Path) -> Clock:
 
 @dataclass
 class AlertBook:
-    """What the worker knows: each order's facts and the alerts the alerts topic says it has."""
+    """What the worker knows: each order's facts and partition, the alerts the alerts topic says it has
+    open, and how often each (stage, due date) was raised."""
 
     config: DueDateAlert
     facts: dict[str, OrderFacts] = field(default_factory=dict)
-    raised: dict[str, set[Raised]] = field(default_factory=dict)
+    partition: dict[str, int] = field(default_factory=dict)
+    open: dict[str, dict[tuple[str, dt.date], int]] = field(default_factory=dict)
+    raised_count: dict[str, dict[tuple[str, dt.date], int]] = field(default_factory=dict)
 
-    def snapshot(self, snapshot: OrderSnapshot) -> None:
+    def snapshot(self, snapshot: OrderSnapshot, partition: int) -> None:
         """An order's latest snapshot (an older version than the one held changes nothing)."""
         held = self.facts.get(snapshot.order_id)
         if held is None or held.version <= snapshot.version:
             self.facts[snapshot.order_id] = OrderFacts.of(snapshot)
+            self.partition[snapshot.order_id] = partition
+
+    def forget(self, order_id: str) -> None:
+        """A tombstone: the order is gone from the state topic."""
+        self.facts.pop(order_id, None)
 
     def alert(self, alert: OrderAlert) -> None:
-        """An alert read from the alerts topic: the order has it, or no longer has it."""
-        key = Raised(alert.stage, alert.due_date)
-        have = self.raised.setdefault(alert.order_id, set())
+        """An alert read from the alerts topic: the order has it open, or no longer has it."""
+        key = (alert.stage, alert.due_date)
+        have = self.open.setdefault(alert.order_id, {})
         if alert.kind == RAISED:
-            have.add(key)
-        else:
-            have.discard(key)
+            have[key] = alert.occurrence
+            counts = self.raised_count.setdefault(alert.order_id, {})
+            counts[key] = max(counts.get(key, 0), alert.occurrence)
+        elif have.get(key) == alert.occurrence:
+            del have[key]
 
     def decide(self, order_ids: set[str] | None, now: dt.datetime) -> list[OrderAlert]:
         """The alerts to write for these orders (all held, when None), today being ``now``'s UTC date."""
         found = []
+        today = now.astimezone(dt.timezone.utc).date()
         for order_id in sorted(self.facts if order_ids is None else order_ids & self.facts.keys()):
             facts = self.facts[order_id]
-            for action in alerts.actions(self.config, facts, now.date(), self.raised.get(order_id, ())):
+            raised = [Raised(stage, due, n) for (stage, due), n in self.open.get(order_id, {}).items()]
+            for action in alerts.actions(self.config, facts, today, raised, self.raised_count.get(order_id)):
                 found.append(OrderAlert(
                     record_id=f"{order_id}:alert:{action.record_id}", order_id=order_id,
                     order_number=facts.order_number, version=facts.version, kind=action.kind,
                     stage=action.stage.name, notify=action.stage.notify, due_date=action.due,
-                    days_left=action.days_left, status=facts.status, on_hold=facts.on_hold, reason=action.reason,
-                    decided_at=now))
+                    occurrence=action.occurrence, days_left=action.days_left, status=facts.status,
+                    on_hold=facts.on_hold, reason=action.reason, decided_at=now))
         return found
 
 
@@ -107,29 +124,38 @@ class AlertWorker:
         #: every alert written since.
         self._targets: dict[tuple[str, int], int] = {}
         self._assigned = asyncio.Event()
+        #: Held while deciding and writing; a revocation takes it, so nothing is written after it.
+        self._writing = asyncio.Lock()
+        #: What went wrong in a rebalance callback (aiokafka only logs those): raised by the loop.
+        self._failed: BaseException | None = None
         self.ready = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set."""
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
         from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+        from aiokafka.errors import KafkaTimeoutError
 
         worker = self
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: object) -> None:
-                worker._assigned.clear()
+                async with worker._writing:  # the decision in hand is written first; none after this
+                    worker._assigned.clear()
 
             async def on_partitions_assigned(self, assigned: set) -> None:
                 # read both topics again from the start: the book is what they hold, nothing else
-                worker.book = AlertBook(worker.config)
-                if assigned:
-                    await consumer.seek_to_beginning(*assigned)
-                    ends = await consumer.end_offsets(list(assigned))
-                    worker._targets = {(tp.topic, tp.partition): end for tp, end in ends.items()}
-                else:
+                try:
+                    worker.book = AlertBook(worker.config)
                     worker._targets = {}
-                worker._assigned.set()
+                    if assigned:
+                        if not await consumer.seek_to_beginning(*assigned):
+                            raise KafkaTimeoutError("seeking to the beginning of the assigned partitions timed out")
+                        ends = await consumer.end_offsets(list(assigned))
+                        worker._targets = {(tp.topic, tp.partition): end for tp, end in ends.items()}
+                    worker._assigned.set()
+                except Exception as exc:  # noqa: BLE001 - aiokafka would only log it; the loop raises it
+                    worker._failed = exc
 
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.topic_namespace + GROUP,
@@ -149,42 +175,52 @@ class AlertWorker:
             await producer.stop()
 
     async def _loop(self, consumer: object, producer: object, stop: asyncio.Event) -> None:
+        from aiokafka import TopicPartition
+
         changed: set[str] = set()
         last_sweep: dt.datetime | None = None
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)  # type: ignore[attr-defined]
+            if self._failed is not None:
+                raise self._failed
             for tp, records in batch.items():
                 for record in records:
                     order_id = await self._read(tp.topic, record, producer)
                     if order_id is not None and tp.topic == self.topics.state:
                         changed.add(order_id)
-            if not self._assigned.is_set() or not await self._caught_up(consumer):
-                continue
-            if not self.ready.is_set():
-                self.ready.set()
-                log.info(READY)
-            now = self.clock()
-            sweep = last_sweep is None or (now - last_sweep).total_seconds() >= self.config.interval_s
-            decided = self.book.decide(None if sweep else changed, now)
-            last_sweep = now if sweep else last_sweep
-            changed.clear()
-            for alert in decided:  # each acknowledged before the next; read back before deciding again
-                sent = await producer.send_and_wait(  # type: ignore[attr-defined]
-                    self.topics.alerts, self.codec.encode("order_alert", alert.to_avro()),
-                    key=alert.order_id.encode())
-                target = (sent.topic, sent.partition)
-                self._targets[target] = max(self._targets.get(target, 0), sent.offset + 1)
-                log.info("alert %s %s for %s (%s): %s", alert.kind.lower(), alert.stage, alert.order_number,
-                         alert.notify, alert.reason)
+            async with self._writing:
+                if not self._assigned.is_set() or not await self._caught_up(consumer):
+                    continue
+                if not self.ready.is_set():
+                    self.ready.set()
+                    log.info(READY)
+                now = self.clock()
+                sweep = last_sweep is None or (now - last_sweep).total_seconds() >= self.config.interval_s
+                decided = self.book.decide(None if sweep else changed, now)
+                last_sweep = now if sweep else last_sweep
+                changed.clear()
+                owned = consumer.assignment()  # type: ignore[attr-defined]
+                for alert in decided:  # each acknowledged before the next; read back before deciding again
+                    partition = self.book.partition[alert.order_id]
+                    if TopicPartition(self.topics.state, partition) not in owned:
+                        continue  # a record of a partition revoked since it was read: its new owner decides
+                    sent = await producer.send_and_wait(  # type: ignore[attr-defined]
+                        self.topics.alerts, self.codec.encode("order_alert", alert.to_avro()),
+                        key=alert.order_id.encode())
+                    if TopicPartition(sent.topic, sent.partition) not in owned:
+                        raise ConfigError(f"{self.topics.alerts} and {self.topics.state} are not co-partitioned: "
+                                          f"{alert.order_id} is in state partition {partition}, its alert went to "
+                                          f"{sent.partition}; give both topics the same partitions")
+                    target = (sent.topic, sent.partition)
+                    self._targets[target] = max(self._targets.get(target, 0), sent.offset + 1)
+                    log.info("alert %s %s for %s (%s): %s", alert.kind.lower(), alert.stage, alert.order_number,
+                             alert.notify, alert.reason)
 
     async def _caught_up(self, consumer: object) -> bool:
         from aiokafka import TopicPartition
 
         for (topic, partition), target in self._targets.items():
-            tp = TopicPartition(topic, partition)
-            if tp not in consumer.assignment():  # type: ignore[attr-defined]
-                continue
-            if await consumer.position(tp) < target:  # type: ignore[attr-defined]
+            if await consumer.position(TopicPartition(topic, partition)) < target:  # type: ignore[attr-defined]
                 return False
         return True
 
@@ -192,6 +228,9 @@ class AlertWorker:
         """Take one record into the book; the order it was about, or None when it went to the dead letters."""
         inbound = Inbound(topic, record.partition, record.offset, record.timestamp,  # type: ignore[attr-defined]
                           record.key, record.value)  # type: ignore[attr-defined]
+        if topic == self.topics.state and not inbound.value and inbound.key:  # a tombstone: the order is gone
+            self.book.forget(inbound.key.decode())
+            return None
         schema, model = ("order_snapshot", OrderSnapshot) if topic == self.topics.state else ("order_alert", OrderAlert)
         try:
             decoded = self.codec.decode(inbound.value or b"", schema, topic=topic, partition=inbound.partition,
@@ -205,28 +244,46 @@ class AlertWorker:
                                          headers=list(out.headers))
             return None
         if isinstance(event, OrderSnapshot):
-            self.book.snapshot(event)
+            self.book.snapshot(event, inbound.partition)
         else:
             self.book.alert(event)
         return event.order_id
 
 
-async def run_alerts(settings: Settings, clock: Clock | None = None) -> int:
-    """``orderhub alerts``: until SIGTERM or SIGINT."""
+async def run_alerts(settings: Settings, clock: Clock | None = None, *,
+                     sleep: Callable[[float], Any] = asyncio.sleep) -> int:
+    """``orderhub alerts``: until SIGTERM or SIGINT. Without a ``due_date_alert`` section it says so and
+    waits (``orderhub up`` runs it whatever the workflow file holds)."""
     import signal
 
+    from aiokafka.errors import KafkaError
+
+    from hub.errors import RetriableError
     from hub.logs import configure
+    from hub.streams.delivery import backoff_s
 
     configure(settings)
     rules = settings.rules()
     config = rules.workflow.due_date_alert if rules.workflow else None
-    if config is None:
-        raise ConfigError(f"{settings.workflow_file}: no due_date_alert section: nothing to watch")
     if clock is None:
         clock = file_clock(settings.clock_file) if settings.clock_file else system_clock
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await AlertWorker(settings, config, clock).run(stop)
+    if config is None:
+        log.warning("%s has no due_date_alert section: no alerts to raise; waiting to be stopped",
+                    settings.workflow_file)
+        await stop.wait()
+        return 0
+    attempt = 0
+    while not stop.is_set():
+        worker = AlertWorker(settings, config, clock)
+        try:
+            await worker.run(stop)
+        except (KafkaError, RetriableError, OSError) as exc:
+            attempt = 0 if worker.ready.is_set() else attempt + 1
+            log.warning("Kafka or the schema registry is unavailable (%s: %s); nothing unwritten is lost; "
+                        "starting again in %.1fs", type(exc).__name__, exc, backoff_s(attempt))
+            await sleep(backoff_s(attempt))
     return 0

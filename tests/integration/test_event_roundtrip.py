@@ -11,7 +11,8 @@ from hub import topics
 from hub.errors import UndecodableRecord
 from hub.events import (EVENT_MODELS, Actor, Amounts, ChangeOutcome, ChangeProposal, ConflictOutcome, ConflictPolicy,
                         Customer, ExternalRef, FieldChange, FieldConflict, FieldDiff, FieldError, Instruction,
-                        LifecycleStatus, Material, OrderChange, OrderConflict, OrderLine, OrderRef, OrderRejection,
+                        LifecycleStatus, Material, OrderAlert, OrderChange, OrderConflict, OrderLine, OrderRef,
+                        OrderRejection,
                         OrderRelease, OrderSnapshot, ProposalAnswer, ProposalIntent, ProposalOutcome, RejectionReason,
                         ReleaseLine, Writer, _Event)
 from hub.serde.store import SchemaStore
@@ -168,10 +169,19 @@ def _answer() -> ProposalAnswer:
     )
 
 
+def _alert() -> OrderAlert:
+    return OrderAlert(
+        record_id="O-7f3a9c:alert:due_soon:2026-04-30:1:raised", order_id="O-7f3a9c", order_number="ORD-2026-03-000123",
+        version=6, kind="RAISED", stage="due_soon", notify="production_lead", due_date=dt.date(2026, 4, 30),
+        occurrence=1, days_left=7, status="RELEASED", on_hold=False,
+        reason="due 2026-04-30, in 7 days and production has not started (RELEASED)", decided_at=ACCEPTED,
+    )
+
+
 #: One realistic instance of every event type, by schema name.
 EXAMPLES = {"order_snapshot": _snapshot, "change_proposal": _proposal, "order_change": _change,
             "order_conflict": _conflict, "order_rejection": _rejection, "order_release": _release,
-            "proposal_answer": _answer}
+            "proposal_answer": _answer, "order_alert": _alert}
 
 
 def test_there_is_an_example_of_every_event_type() -> None:

@@ -30,12 +30,18 @@ def days_before(days: int) -> dt.date:
     return DUE - dt.timedelta(days=days)
 
 
-def follow(order: OrderFacts, today: dt.date, raised: list[Raised]) -> tuple[list[alerts.Action], list[Raised]]:
-    """Decide, then keep what was raised and drop what was cleared, as the worker does."""
-    found = alerts.actions(CONFIG, order, today, raised)
+def follow(order: OrderFacts, today: dt.date, raised: list[Raised],
+           counts: dict | None = None) -> tuple[list[alerts.Action], list[Raised]]:
+    """Decide, then keep what was raised and drop what was cleared, counting occurrences, as the worker does."""
+    counts = {} if counts is None else counts
+    found = alerts.actions(CONFIG, order, today, raised, counts)
     for action in found:
-        key = Raised(action.stage.name, action.due)
-        raised = raised + [key] if action.kind == RAISED else [r for r in raised if r != key]
+        key = Raised(action.stage.name, action.due, action.occurrence)
+        if action.kind == RAISED:
+            raised = raised + [key]
+            counts[(key.stage, key.due)] = key.occurrence
+        else:
+            raised = [r for r in raised if r != key]
     return found, raised
 
 
@@ -57,7 +63,7 @@ def test_an_order_past_due_or_on_hold_in_production_has_not_started() -> None:
     (soon, late) = alerts.actions(CONFIG, facts("IN_PRODUCTION", on_hold=True), DUE + dt.timedelta(days=2), [])
     assert (soon.kind, soon.days_left, late.stage.name) == (RAISED, -2, "escalated")
     assert soon.reason == "due 2026-12-20, 2 days ago and production has not started (IN_PRODUCTION, on hold)"
-    assert soon.record_id == "due_soon:2026-12-20:raised"
+    assert soon.record_id == "due_soon:2026-12-20:1:raised"
 
 
 def test_no_alert_without_a_due_date_or_once_the_order_ended() -> None:
@@ -78,6 +84,19 @@ def test_the_promised_date_counts_first_and_a_moved_date_is_a_new_alert() -> Non
     found = alerts.actions(CONFIG, facts(promised=sooner), days_before(5), raised)
     assert [(a.kind, a.stage.name, a.due) for a in found] == [
         (RAISED, "due_soon", sooner), (RAISED, "escalated", sooner), (CLEARED, "due_soon", DUE)]
+
+
+def test_a_condition_that_comes_back_is_raised_again_as_its_next_occurrence() -> None:
+    counts: dict = {}
+    seen = []
+    raised: list[Raised] = []
+    for status, on_hold in (("RELEASED", False), ("IN_PRODUCTION", False), ("IN_PRODUCTION", True),
+                            ("IN_PRODUCTION", True), ("IN_PRODUCTION", False)):
+        found, raised = follow(facts(status, on_hold), days_before(5), raised, counts)
+        seen += [a.record_id for a in found]
+    # held after production started: not started again, so alerted again, with an id of its own
+    assert seen == ["due_soon:2026-12-20:1:raised", "due_soon:2026-12-20:1:cleared",
+                    "due_soon:2026-12-20:2:raised", "due_soon:2026-12-20:2:cleared"]
 
 
 @pytest.mark.parametrize("section, message", [

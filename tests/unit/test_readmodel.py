@@ -52,9 +52,9 @@ class ReadModelContract:
     def test_alerts_are_kept_once_and_the_open_ones_show_with_the_order(self, readmodel: ReadModel) -> None:
         """Due-date alerts by record id; the ones raised and not cleared are the order's open alerts."""
         def alert(kind: str, stage: str, day: int) -> OrderAlert:
-            return OrderAlert(record_id=f"O-1:alert:{stage}:2024-07-01:{kind.lower()}", order_id="O-1",
+            return OrderAlert(record_id=f"O-1:alert:{stage}:2024-07-01:1:{kind.lower()}", order_id="O-1",
                               order_number="ORD-2024-00-000001", version=7, kind=kind, stage=stage,
-                              notify="production_lead", due_date=dt.date(2024, 7, 1), days_left=30 - day,
+                              notify="production_lead", due_date=dt.date(2024, 7, 1), occurrence=1, days_left=30 - day,
                               status="RELEASED", on_hold=False, reason=f"{stage} {kind}",
                               decided_at=dt.datetime(2024, 6, day, 8, tzinfo=dt.UTC))
         raised, escalated, cleared = alert("RAISED", "due_soon", 24), alert("RAISED", "escalated", 28), \
@@ -63,6 +63,11 @@ class ReadModelContract:
         readmodel.project_alerts([raised, cleared])  # a record read again is the same row
         assert readmodel.alerts("O-1") == [raised, escalated, cleared]
         assert readmodel.open_alerts("O-1") == [escalated]
+        # the condition came back: its second occurrence is a row of its own, open until its own clearing
+        again = raised.model_copy(update={"record_id": "O-1:alert:due_soon:2024-07-01:2:raised", "occurrence": 2,
+                                          "decided_at": dt.datetime(2024, 6, 20, 8, tzinfo=dt.UTC)})  # an earlier clock
+        readmodel.project_alerts([again])
+        assert readmodel.open_alerts("O-1") == [again, escalated]
         readmodel.project_snapshots([full_snapshot("O-1")])
         text = order_text(readmodel.order("O-1"), alerts=readmodel.open_alerts("O-1"))
         assert "escalated for production_lead since 2024-06-28T08:00:00+00:00: escalated RAISED" in text

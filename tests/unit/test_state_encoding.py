@@ -209,7 +209,7 @@ def test_an_order_with_40_decisions_keeps_a_compact_state() -> None:
 def snapshot_states() -> list[OrderState]:
     """States whose snapshots cover every kind of value: decimals (negative, zero, 18 digits), dates,
     timestamps, lines, refs with and without numbers, cleared fields, instructions without keys, and
-    a state made outside ``decide`` (timestamps with offsets and microseconds)."""
+    a state made outside ``decide`` (timestamps with offsets and microseconds, approvals)."""
     busy, _ = busy_state()
     states = [busy, realistic_order(40)[0], realistic_order(12)[0]]
     state, decisions = run([
@@ -238,7 +238,10 @@ def snapshot_states() -> list[OrderState]:
                 "lines.1.material.id": FieldState('"M"', 1, "HUB", "kit"),
                 "lines.1.quantity": FieldState('"1.000"', 1, "HUB", "kit"),
                 "lines.1.unit": FieldState('"C62"', 1, "HUB", "kit"),
-                "amounts.net": FieldState(None, 2, "HUB", "kit", ((1, '"1.00"'),))},
+                "amounts.net": FieldState(None, 2, "HUB", "kit", ((1, '"1.00"'),)),
+                # approvals (order_snapshot v2): sorted by level, a comment or none
+                "approvals.sales": FieldState('{"comment":"ok \u00e4","decision":"approved"}', 2, "HUB", "maria"),
+                "approvals.finance": FieldState('{"comment":"too high","decision":"refused"}', 3, "HUB", "fin")},
         external_refs=(ExternalRef(system="CRM", object_type="Opportunity", external_id="1"),)))
     return states
 

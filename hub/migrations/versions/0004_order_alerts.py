@@ -22,7 +22,7 @@ def upgrade() -> None:
     """Create ``order_alerts``."""
     op.create_table(
         "order_alerts",
-        sa.Column("record_id", sa.String(128), primary_key=True),
+        sa.Column("record_id", sa.String(256), primary_key=True),
         sa.Column("order_id", sa.String(64), nullable=False, index=True),
         sa.Column("order_number", sa.String(64), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("stage", sa.String(40), nullable=False),
         sa.Column("notify", sa.String(64), nullable=False),
         sa.Column("due_date", sa.Date(), nullable=False),
+        sa.Column("occurrence", sa.Integer(), nullable=False),
         sa.Column("days_left", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(32), nullable=False),
         sa.Column("on_hold", sa.Boolean(), nullable=False),
