@@ -55,10 +55,20 @@ def system_clock() -> dt.datetime:
 
 
 def file_clock(path: Path) -> Clock:
-    """Now, as the ISO timestamp in ``path`` says (read at every call): time moves when the file does."""
+    """Now, as the ISO timestamp in ``path`` says (read at every call): time moves when the file does.
+    A file caught empty while being rewritten reads as the time it said before."""
+    said: list[dt.datetime] = []
+
     def now() -> dt.datetime:
-        value = dt.datetime.fromisoformat(path.read_text().strip())
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        text = path.read_text().strip()
+        if not text and said:
+            return said[-1]
+        try:
+            value = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(f"{path}: {text!r} is not an ISO timestamp (ORDERHUB_CLOCK_FILE)") from None
+        said[:] = [value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)]
+        return said[-1]
     return now
 
 

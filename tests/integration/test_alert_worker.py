@@ -4,6 +4,7 @@ Kafka, the alert worker's clock a file the test moves (``ORDERHUB_CLOCK_FILE``).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ CODEC = AvroCodec(SchemaStore.load(Settings().schemas_dir))
 
 
 def move_clock(path: Path, when: str) -> None:
-    path.write_text(when)
+    """Set the alert workers' clock, whole (renamed into place)."""
+    written = path.with_suffix(".tmp")
+    written.write_text(when)
+    os.replace(written, path)
 
 
 async def alerts_until(settings: Settings, condition: Any, timeout: float = 60) -> list[tuple[str, dict]]:
@@ -104,3 +108,40 @@ async def test_raised_escalated_not_repeated_across_a_sigkill_and_cleared_when_p
         (soon, "RAISED", "due_soon"), (soon, "RAISED", "escalated"),
         (soon, "CLEARED", "due_soon"), (soon, "CLEARED", "escalated")]
     assert {v["reason"] for _, v in found if v["kind"] == "CLEARED"} == {"production started (IN_PRODUCTION)"}
+
+
+async def test_two_workers_share_the_orders_and_the_survivor_of_a_sigkill_takes_them_over(
+        settings: Settings, tmp_path: Path) -> None:
+    """Range assignment splits the orders between two alert workers; one is killed, the other rebuilds
+    its partitions from the topics and escalates every order, raising nothing twice."""
+    clock = tmp_path / "now"
+    move_clock(clock, "2026-12-01T08:00:00+00:00")
+    engine = WorkerProcess(settings, tmp_path / "engine.log").start()
+    watchers = [WorkerProcess(settings, tmp_path / f"alerts-{n}.log", {"ORDERHUB_CLOCK_FILE": str(clock)},
+                              command=("alerts",), ready_mark=READY) for n in (1, 2)]
+    orders = [f"O-{uuid.uuid4().hex[:8]}" for _ in range(20)]
+    try:
+        engine.wait_ready()
+        for watcher in watchers:
+            watcher.start().wait_ready()
+        async with HubClient(settings) as client:
+            for order in orders:  # each due in 7 days: due_soon as soon as it exists
+                answer = (await client.propose(creation(f"{order}-c", {"requested_delivery": dt.date(2026, 12, 8)},
+                                                        order_id=order), timeout_s=60)).answer
+                assert answer.outcome.value == "CREATED"
+        await alerts_until(settings, lambda found: {v["order_id"] for _, v in found} == set(orders))
+        raised_by = [w.log_path.read_text().count("alert raised due_soon") for w in watchers]
+        assert all(raised_by) and sum(raised_by) == len(orders), raised_by  # both worked, on different orders
+
+        assert watchers[1].kill() == -9  # its partitions go to the other once the group notices (6 s)
+        move_clock(clock, "2026-12-05T08:00:00+00:00")
+        found = await alerts_until(
+            settings, lambda found: sum(v["stage"] == "escalated" for _, v in found) == len(orders), timeout=90)
+    finally:
+        for watcher in watchers:
+            watcher.stop()
+        engine.stop()
+        await delete_namespace_topics(settings, settings.topic_namespace)
+
+    ids = [record_id for record_id, _ in found]
+    assert len(ids) == len(set(ids)) == 2 * len(orders), f"an alert was written twice: {sorted(ids)}"

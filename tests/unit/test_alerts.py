@@ -115,3 +115,17 @@ def test_a_wrong_alert_section_names_what_is_wrong(tmp_path: Path, section: dict
     with pytest.raises(ConfigError, match="due_date_alert") as raised:
         Workflow.load(path)
     assert message in str(raised.value)
+
+
+def test_a_clock_file_caught_empty_reads_as_the_time_it_said_before(tmp_path: Path) -> None:
+    from hub.streams.alerts import file_clock
+
+    path = tmp_path / "now"
+    path.write_text("2026-12-01T08:00:00+01:00")
+    clock = file_clock(path)
+    assert clock() == dt.datetime(2026, 12, 1, 7, tzinfo=dt.timezone.utc)
+    path.write_text("")  # a writer mid-way
+    assert clock() == dt.datetime(2026, 12, 1, 7, tzinfo=dt.timezone.utc)
+    path.write_text("tomorrow")
+    with pytest.raises(ConfigError, match="is not an ISO timestamp"):
+        clock()
