@@ -123,7 +123,7 @@ class Settings(BaseSettings):
 
     @field_validator("workflow_file", "clock_file", mode="before")
     @classmethod
-    def _no_workflow(cls, value: Any) -> Any:
+    def _none_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and value.strip().lower() in ("", "none") else value
 
     def rules(self) -> "Rules":

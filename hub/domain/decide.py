@@ -375,7 +375,7 @@ def _update(state: OrderState, proposal: ChangeProposal, changes: dict[str, str 
 def _workflow(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None],
               derived: dict[str, str | None]) -> list[_Error]:
     """Rule 9: what the approval rules refuse in ``clean``; what they change themselves goes into ``derived``."""
-    before, after = _values(approvals, state, {}, None), _values(approvals, state, clean, None)
+    before, after = _values(approvals, state, {}), _values(approvals, state, clean)
     errors = [_Error(RejectionReason.ILLEGAL_TRANSITION, path, rule, message)
               for path, rule, message in workflow.errors(approvals, before, after, clean)]
     changes = workflow.consequences(approvals, before, after, clean)
@@ -387,15 +387,14 @@ def _workflow(approvals: workflow.Approvals, state: OrderState, clean: dict[str,
     return errors
 
 
-def _values(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None],
-            writer: str | None) -> dict[str, object]:
+def _values(approvals: workflow.Approvals, state: OrderState, clean: dict[str, str | None]) -> dict[str, object]:
     """The fields the approval rules read, as parsed values: the state's, with ``clean`` applied, and
-    who last wrote ``on_hold`` (``workflow.HOLD_WRITER``)."""
+    who last wrote ``on_hold`` (``workflow.HOLD_WRITER``; None when ``clean`` sets it)."""
     paths = (STATUS_PATH, HOLD_PATH, "hold_reasons", "currency", *approvals.amount, *approvals.paths)
     values: dict[str, object] = {path: load_json(clean[path]) if path in clean else state.parsed(path)
                                  for path in paths}
     hold = state.fields.get(HOLD_PATH)
-    values[workflow.HOLD_WRITER] = f"{hold.system}:{hold.actor}" if hold and HOLD_PATH not in clean else writer
+    values[workflow.HOLD_WRITER] = f"{hold.system}:{hold.actor}" if hold and HOLD_PATH not in clean else None
     return values
 
 

@@ -146,14 +146,7 @@ def _approvals(doc: Any, where: str) -> Approvals:
         raise ConfigError(f"{where}: expected a mapping with levels:")
     if unknown := sorted(set(doc) - {"amount", "order", "levels", "on_refusal"}):
         raise ConfigError(f"{where}: unknown keys {unknown}; known: amount, order, levels, on_refusal")
-    amount = doc.get("amount", list(Approvals.amount))
-    amount = [amount] if isinstance(amount, str) else amount
-    if not isinstance(amount, list) or not amount:
-        raise ConfigError(f"{where}.amount: expected a money field or a list of them")
-    for path in amount:
-        if not isinstance(path, str) or HEADER_FIELDS.get(path) is not MONEY:
-            money = sorted(p for p, kind in HEADER_FIELDS.items() if kind is MONEY)
-            raise ConfigError(f"{where}.amount: {path!r} is not a money field of the order ({', '.join(money)})")
+    amount = _fields_of_kind(doc.get("amount", Approvals.amount), MONEY, "money", f"{where}.amount")
     order = doc.get("order", "any")
     if order not in ("any", "sequence"):
         raise ConfigError(f"{where}.order: {order!r} is neither 'any' nor 'sequence'")
@@ -161,9 +154,7 @@ def _approvals(doc: Any, where: str) -> Approvals:
     if not isinstance(levels_doc, list) or not levels_doc:
         raise ConfigError(f"{where}.levels: expected a list of {{level, role, above}}")
     levels = tuple(_level(entry, f"{where}.levels[{index}]") for index, entry in enumerate(levels_doc))
-    names = [level.name for level in levels]
-    if duplicated := sorted({name for name in names if names.count(name) > 1}):
-        raise ConfigError(f"{where}.levels: level names must be unique; repeated: {duplicated}")
+    _unique([level.name for level in levels], f"{where}.levels", "level")
     refusal = doc.get("on_refusal") or {}
     if not isinstance(refusal, dict) or set(refusal) - {"status", "hold_reason"}:
         raise ConfigError(f"{where}.on_refusal: expected {{status, hold_reason}}")
@@ -173,18 +164,14 @@ def _approvals(doc: Any, where: str) -> Approvals:
     reason = refusal.get("hold_reason", "approval refused")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > 100:
         raise ConfigError(f"{where}.on_refusal.hold_reason: expected a text of 1 to 100 characters")
-    return Approvals(levels=levels, amount=tuple(amount), in_sequence=order == "sequence",
+    return Approvals(levels=levels, amount=amount, in_sequence=order == "sequence",
                      refusal_status=status, refusal_reason=reason.strip())
 
 
 def _level(doc: Any, where: str) -> Level:
     if not isinstance(doc, dict) or set(doc) != {"level", "role", "above"}:
         raise ConfigError(f"{where}: expected exactly {{level, role, above}}, got {doc!r}")
-    name, role, above = doc["level"], doc["role"], doc["above"]
-    if not isinstance(name, str) or not LEVEL_NAME.fullmatch(name):
-        raise ConfigError(f"{where}.level: {name!r}: lower-case letters, digits and _, starting with a letter")
-    if not isinstance(role, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", role):
-        raise ConfigError(f"{where}.role: {role!r}: a HUB role name such as sales_manager")
+    name, role, above = _name(doc["level"], f"{where}.level"), _role(doc["role"], f"{where}.role"), doc["above"]
     thresholds = above if isinstance(above, dict) else {"*": above}
     if "*" not in thresholds:  # a currency left out would need nobody's approval
         raise ConfigError(f"{where}.above: give '*' too, the threshold for every other currency")
@@ -205,11 +192,7 @@ def _level(doc: Any, where: str) -> Level:
 def _due_date_alert(doc: Any, where: str) -> DueDateAlert:
     if not isinstance(doc, dict) or set(doc) - {"date", "stages", "interval_s"}:
         raise ConfigError(f"{where}: expected a mapping with date, stages, interval_s")
-    date = doc.get("date", list(DueDateAlert.date))
-    date = [date] if isinstance(date, str) else date
-    dates = sorted(p for p, kind in HEADER_FIELDS.items() if kind is DATE)
-    if not isinstance(date, list) or not date or any(not isinstance(p, str) or p not in dates for p in date):
-        raise ConfigError(f"{where}.date: {date!r}: expected date fields of the order ({', '.join(dates)})")
+    date = _fields_of_kind(doc.get("date", DueDateAlert.date), DATE, "date", f"{where}.date")
     stages_doc = doc.get("stages")
     if not isinstance(stages_doc, list) or not stages_doc:
         raise ConfigError(f"{where}.stages: expected a list of {{stage, within_days, notify}}")
@@ -218,21 +201,47 @@ def _due_date_alert(doc: Any, where: str) -> DueDateAlert:
         at = f"{where}.stages[{index}]"
         if not isinstance(entry, dict) or set(entry) != {"stage", "within_days", "notify"}:
             raise ConfigError(f"{at}: expected exactly {{stage, within_days, notify}}, got {entry!r}")
-        if not isinstance(entry["stage"], str) or not LEVEL_NAME.fullmatch(entry["stage"]):
-            raise ConfigError(f"{at}.stage: {entry['stage']!r}: lower-case letters, digits and _")
         days = entry["within_days"]
         if isinstance(days, bool) or not isinstance(days, int) or not 0 <= days <= 366:
             raise ConfigError(f"{at}.within_days: {days!r}: whole days from 0 to 366")
-        if not isinstance(entry["notify"], str) or not re.fullmatch(r"[a-z][a-z0-9_]*", entry["notify"]):
-            raise ConfigError(f"{at}.notify: {entry['notify']!r}: a HUB role name such as production_lead")
-        stages.append(Stage(entry["stage"], days, entry["notify"]))
-    names = [stage.name for stage in stages]
-    if duplicated := sorted({name for name in names if names.count(name) > 1}):
-        raise ConfigError(f"{where}.stages: stage names must be unique; repeated: {duplicated}")
+        stages.append(Stage(_name(entry["stage"], f"{at}.stage"), days, _role(entry["notify"], f"{at}.notify")))
+    _unique([stage.name for stage in stages], f"{where}.stages", "stage")
     interval = doc.get("interval_s", DueDateAlert.interval_s)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 1 <= interval <= 86400:
         raise ConfigError(f"{where}.interval_s: {interval!r}: seconds from 1 to 86400")
-    return DueDateAlert(stages=tuple(stages), date=tuple(date), interval_s=float(interval))
+    return DueDateAlert(stages=tuple(stages), date=date, interval_s=float(interval))
+
+
+def _fields_of_kind(value: Any, kind: Any, what: str, where: str) -> tuple[str, ...]:
+    """A header field of ``kind`` or a list of them (``amounts.gross``, ``[promised_delivery, ...]``)."""
+    paths = [value] if isinstance(value, str) else value
+    known = sorted(p for p, k in HEADER_FIELDS.items() if k is kind)
+    if not isinstance(paths, (list, tuple)) or not paths:
+        raise ConfigError(f"{where}: {value!r}: expected {what} fields of the order ({', '.join(known)})")
+    for path in paths:
+        if not isinstance(path, str) or path not in known:
+            raise ConfigError(f"{where}: {path!r} is not a {what} field of the order; expected {what} fields "
+                              f"({', '.join(known)})")
+    return tuple(paths)
+
+
+def _name(value: Any, where: str) -> str:
+    """A level's or stage's name: lower-case letters, digits and _, as field paths take it."""
+    if not isinstance(value, str) or not LEVEL_NAME.fullmatch(value):
+        raise ConfigError(f"{where}: {value!r}: lower-case letters, digits and _, starting with a letter")
+    return value
+
+
+def _role(value: Any, where: str) -> str:
+    """A HUB role's name."""
+    if not isinstance(value, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", value):
+        raise ConfigError(f"{where}: {value!r}: a HUB role name such as sales_manager")
+    return value
+
+
+def _unique(names: list[str], where: str, what: str) -> None:
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ConfigError(f"{where}: {what} names must be unique; repeated: {repeated}")
 
 
 # --- the rules --------------------------------------------------------------------------
