@@ -68,8 +68,9 @@ def own_kafka_settings(folder: Path) -> Settings:
 # --- connector runtimes ---------------------------------------------------------------------
 
 
-#: How long a stopped connector instance may take to end.
-STOP_TIMEOUT_S = 60.0
+#: How long a stopped connector instance may take to end: the sink's batch in hand (``STOP_WAIT_S``,
+#: an ERP call may be in its retries), then the consumers' and the producer's own bounded stops.
+STOP_TIMEOUT_S = 120.0
 
 
 @contextlib.asynccontextmanager
@@ -86,8 +87,23 @@ async def running(runtime: ConnectorRuntime) -> AsyncIterator[ConnectorRuntime]:
         raise
     runtime.stop()
     done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT_S)
-    assert done, f"the connector instance {runtime.instance} did not stop within {STOP_TIMEOUT_S:.0f}s"
+    assert done, f"the connector instance {runtime.instance} did not stop within {STOP_TIMEOUT_S:.0f}s; " \
+                 f"where everything was:\n{stacks()}"
     task.result()
+
+
+def stacks() -> str:
+    """The stack of every task and thread, for a failure that must say where it hung."""
+    import io
+    import sys
+    import traceback
+
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    for ident, frame in sys._current_frames().items():
+        out.write(f"thread {ident}:\n{''.join(traceback.format_stack(frame, limit=12))}")
+    return out.getvalue()
 
 
 def erp_config(url: str) -> ErpConfig:
