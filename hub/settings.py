@@ -108,6 +108,16 @@ class Settings(BaseSettings):
         True, description="Whether the worker also projects accepted changes into the SQL read model."
     )
 
+    smtp_host: str = Field("127.0.0.1", description="The mail server `orderhub notify` sends e-mail through.")
+    smtp_port: int = Field(25, description="Its port (plain SMTP; `orderhub up` runs a local sink on 18025).")
+    smtp_from: str = Field("orderhub@localhost", description="The sender of notification e-mails.")
+    mqtt_host: str = Field("127.0.0.1", description="The MQTT broker notifications for displays are published to.")
+    mqtt_port: int = Field(1883, description="Its port.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="The key webhook notifications are signed with (HMAC-SHA256; a secret: never printed). "
+        "Needed when a subscriber has a webhook."
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_json: bool = Field(
         False, description="Reserved for JSON log lines (one object per line, for log collectors); nothing reads "

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from pydantic import SecretStr
 
 from hub.errors import ConfigError
 from hub.settings import Settings
@@ -76,11 +77,11 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERHUB_")}
     for name, value in settings.model_dump().items():
-        if value is None or name in ("schema_registry_password",):
+        if value is None:
             continue
+        if isinstance(value, SecretStr):  # model_dump keeps secrets masked: the child gets the real value
+            value = value.get_secret_value()
         env[f"ORDERHUB_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
-    if settings.schema_registry_password is not None:
-        env["ORDERHUB_SCHEMA_REGISTRY_PASSWORD"] = settings.schema_registry_password.get_secret_value()
     env["ORDERHUB_DATABASE_URL"] = settings.read_model_url
     return env
 

@@ -45,8 +45,9 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from hub.domain import lifecycle
+from hub.domain import lifecycle, notify
 from hub.domain.alerts import DueDateAlert, Stage
+from hub.domain.notify import Notifications
 from hub.domain.fields import DATE, HEADER_FIELDS, LEVEL_NAME, MONEY, STATUS_PATH
 from hub.errors import ConfigError
 
@@ -117,6 +118,8 @@ class Workflow:
     approvals: Approvals | None = None
     #: The due-date alert (``hub.domain.alerts``).
     due_date_alert: DueDateAlert | None = None
+    #: Who is told what (``hub.domain.notify``).
+    notifications: Notifications | None = None
     source: str = "workflow rules"
 
     @classmethod
@@ -133,12 +136,15 @@ class Workflow:
         """The workflow in a parsed YAML document."""
         if not isinstance(doc, dict):
             raise ConfigError(f"{source}: expected a mapping of sections (approvals: ...)")
-        if unknown := sorted(set(doc) - {"approvals", "due_date_alert"}):
-            raise ConfigError(f"{source}: unknown sections {unknown}; known: approvals, due_date_alert")
+        if unknown := sorted(set(doc) - {"approvals", "due_date_alert", "notifications"}):
+            raise ConfigError(f"{source}: unknown sections {unknown}; known: approvals, due_date_alert, notifications")
         approvals = _approvals(doc["approvals"], f"{source}: approvals") if doc.get("approvals") is not None else None
         alert = doc.get("due_date_alert")
+        notifications = doc.get("notifications")
         return cls(approvals=approvals, source=source,
-                   due_date_alert=_due_date_alert(alert, f"{source}: due_date_alert") if alert is not None else None)
+                   due_date_alert=_due_date_alert(alert, f"{source}: due_date_alert") if alert is not None else None,
+                   notifications=notify.parse(notifications, f"{source}: notifications")
+                   if notifications is not None else None)
 
 
 def _approvals(doc: Any, where: str) -> Approvals:

@@ -82,10 +82,10 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float, what: st
     return found
 
 
-async def poll_until(condition: Callable[[], bool], timeout: float, what: str | Callable[[], str],
-                     interval: float = 0.2) -> None:
-    """``eventually`` for a blocking ``condition`` (run off the event loop)."""
-    await eventually(lambda: asyncio.to_thread(condition), timeout, what, interval)
+async def poll_until(condition: Callable[[], T], timeout: float, what: str | Callable[[], str],
+                     interval: float = 0.2) -> T:
+    """``eventually`` for a blocking ``condition`` (run off the event loop); returns what it found."""
+    return await eventually(lambda: asyncio.to_thread(condition), timeout, what, interval)
 
 
 async def delete_namespace_topics(settings: Settings, namespace: str) -> None:
