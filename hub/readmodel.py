@@ -2,8 +2,8 @@
 
 The projector feeds it the hub's output events; people, reports, the client and REST APIs
 and connectors read it through typed queries (``order``, ``list_orders``, ``history``,
-``conflicts``, ``parked_conflicts``, ``alerts``, ``open_alerts``). Every writer is idempotent (a replayed topic changes
-nothing) and takes one batch per transaction. It runs on a SQLite file by default
+``conflicts``, ``parked_conflicts``, ``alerts``, ``open_alerts``, ``rejections``, ``lead_times``). Every writer is
+idempotent (a replayed topic changes nothing) and takes one batch per transaction. It runs on a SQLite file by default
 (``settings.read_model_url``) and on PostgreSQL by URL (``postgresql+psycopg://...``);
 upserts use each dialect's ``INSERT ... ON CONFLICT``.
 
@@ -21,6 +21,7 @@ Tables::
     order_conflicts  record_id: one recorded conflict each, fields as JSON
     order_xrefs      (system, object_type, external_id): outside ids -> order_id
     order_alerts     record_id: one due-date alert raised or cleared each
+    order_rejections record_id: one refused proposal each, errors and the proposal as JSON
     alembic_version  the schema's revision
 """
 
@@ -47,9 +48,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from hub import migrations
+from hub.domain.fields import STATUS_PATH
 from hub.errors import ConfigError
-from hub.events import (ChangeOutcome, ExternalRef, FieldConflict, FieldDiff, LifecycleStatus, OrderAlert,
-                        OrderChange, OrderConflict, OrderLine, OrderSnapshot)
+from hub.events import (ChangeOutcome, ChangeProposal, ExternalRef, FieldConflict, FieldDiff, FieldError,
+                        LifecycleStatus, OrderAlert, OrderChange, OrderConflict, OrderLine, OrderRejection,
+                        OrderSnapshot)
+from hub.leadtimes import DEFAULT_WEEKS, KINDS, LeadTime, report_json, report_text, weekly, window
 from hub.settings import Settings
 
 
@@ -154,6 +158,18 @@ order_alerts = Table(
     Column("days_left", Integer, nullable=False),
     Column("status", String(32), nullable=False), Column("on_hold", Boolean, nullable=False),
     Column("reason", Text, nullable=False), Column("decided_at", _UtcDateTime, nullable=False),
+)
+# Ids, system and actor come from the refused proposal as its writer sent them, of any length (what is
+# refused is often malformed): Text, so the database keeps every rejection.
+order_rejections = Table(
+    "order_rejections", metadata,
+    Column("record_id", Text, primary_key=True), Column("event_id", Text, nullable=False),
+    Column("order_id", Text, index=True),  # null when the proposal named no order (the resolver refused it)
+    Column("source_system", Text, nullable=False), Column("actor_id", Text, nullable=False),
+    Column("reason", String(32), nullable=False), Column("current_version", Integer),
+    Column("decided_at", _UtcDateTime, nullable=False, index=True),
+    Column("errors", Text, nullable=False),  # JSON list of FieldError
+    Column("proposal", Text, nullable=False),  # the refused ChangeProposal, whole, as JSON
 )
 # Alembic's own table, declared so that metadata.drop_all resets the read model whole (a
 # version row left behind would make create_schema skip the tables it just lost).
@@ -353,6 +369,14 @@ class ReadModel:
                 conn.execute(self._insert(order_alerts).on_conflict_do_nothing(index_elements=["record_id"]),
                              list(rows.values()))
 
+    def project_rejections(self, rejections: list[OrderRejection]) -> None:
+        """Record refused proposals by record_id (the same record again changes nothing)."""
+        rows = {r.record_id: _rejection_row(r) for r in rejections}
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(self._insert(order_rejections).on_conflict_do_nothing(index_elements=["record_id"]),
+                             list(rows.values()))
+
     def _put_xrefs(self, conn: Connection, refs: list[tuple[str, ExternalRef]]) -> None:
         rows = {(r.system, r.object_type, r.external_id): {
             "system": r.system, "object_type": r.object_type, "external_id": r.external_id,
@@ -479,6 +503,125 @@ class ReadModel:
         cleared = {(a.stage, a.due_date, a.occurrence) for a in alerts if a.kind == "CLEARED"}
         return [a for a in alerts if a.kind == "RAISED" and (a.stage, a.due_date, a.occurrence) not in cleared]
 
+    def rejections(self, order_id: str) -> list[OrderRejection]:
+        """The order's refused proposals, in the order they were decided."""
+        r = order_rejections.c
+        query = select(order_rejections).where(r.order_id == order_id).order_by(r.decided_at, r.record_id)
+        with self.engine.connect() as conn:
+            return [_rejection(row) for row in conn.execute(query).mappings()]
+
+    def lead_times(self, kinds: Iterable[str] = KINDS, *, since: dt.datetime | None = None) -> list[LeadTime]:
+        """Every wait of every order the audit trail shows, of the given kinds, started at ``since`` or later.
+
+        What starts and what ends each kind (``hub.leadtimes`` sums them up per week):
+
+        1. ``release``: version 1 accepted -> the first accepted change whose status diff goes to
+           RELEASED. An order whose status went to CANCELLED first is never released: it has no
+           release lead time (not an open one either). An order whose version 1 the read model
+           does not hold has none.
+        2. ``conflict``: a parked conflict decided -> the first accepted change of its order at a
+           version above the conflict's ``current_version`` that writes one of the conflict's
+           fields (diff field path equal to a conflicting field's). Versions, not clocks, decide
+           what came after. A person who keeps the current value writes nothing, so that
+           conflict stays open. Conflicts not parked (merged, kept, resolved by ``owner_wins``)
+           did not wait for anyone and have none.
+        3. ``alert``: a RAISED alert -> the CLEARED alert of the same order, stage, due date and
+           occurrence (the pairing ``open_alerts`` uses), whichever clock wrote them.
+        4. ``rejection``: a refused proposal -> the first accepted change of its order from the
+           same source system at a version above the order's version when it was refused (any
+           version when the order did not exist yet: a refused creation ends when the creation
+           gets through). A rejection that names no order (the resolver refused it) has none.
+
+        Sorted by kind (``KINDS`` order), start, order id and subject.
+        """
+        wanted = list(kinds)
+        if unknown := set(wanted) - set(KINDS):
+            raise ValueError(f"unknown lead-time kind(s) {sorted(unknown)}; the kinds are {', '.join(KINDS)}")
+        finders = {"release": self._release_lead_times, "conflict": self._conflict_lead_times,
+                   "alert": self._alert_lead_times, "rejection": self._rejection_lead_times}
+        with self.engine.connect() as conn:
+            found = [item for kind in KINDS if kind in wanted for item in finders[kind](conn, since)]
+        return sorted(found, key=lambda t: (KINDS.index(t.kind), t.started_at, t.order_id, t.subject))
+
+    def _release_lead_times(self, conn: Connection, since: dt.datetime | None) -> list[LeadTime]:
+        h, v1 = order_history.c, order_history.alias("v1").c
+        created = select(v1.order_id, v1.order_number, v1.record_id, v1.accepted_at).where(v1.version == 1)
+        if since is not None:
+            created = created.where(v1.accepted_at >= since)
+        starts = conn.execute(created).all()
+        # the changes that touched the status of those orders (the creation's own included), oldest first
+        status_changes = (select(h.order_id, h.accepted_at, h.diffs)
+                          .where(h.order_id.in_(created.with_only_columns(v1.order_id)),
+                                 h.diffs.contains(f'"{STATUS_PATH}"', autoescape=True))
+                          .order_by(h.order_id, h.version))
+        ends: dict[str, dt.datetime | None] = {}
+        for order_id, accepted_at, diffs in conn.execute(status_changes):
+            if order_id in ends:
+                continue  # released or cancelled already
+            status = next((_json_value(d["after"]) for d in json.loads(diffs) if d["field"] == STATUS_PATH), None)
+            if status == LifecycleStatus.RELEASED.value:
+                ends[order_id] = accepted_at
+            elif status == LifecycleStatus.CANCELLED.value:
+                ends[order_id] = None
+        return [LeadTime("release", order_id, number, record_id, accepted_at, ends.get(order_id))
+                for order_id, number, record_id, accepted_at in starts
+                if order_id not in ends or ends[order_id] is not None]
+
+    def _conflict_lead_times(self, conn: Connection, since: dt.datetime | None) -> list[LeadTime]:
+        c, h = order_conflicts.c, order_history.c
+        parked = [c.parked.is_(True)] + ([c.decided_at >= since] if since is not None else [])
+        conflicts = conn.execute(select(c.record_id, c.order_id, c.order_number, c.decided_at, c.fields)
+                                 .where(*parked)).all()
+        # every change accepted after each of them, by version: the first writing one of its fields ends it
+        later = (select(c.record_id, h.accepted_at, h.diffs)
+                 .select_from(order_conflicts.join(order_history, and_(h.order_id == c.order_id,
+                                                                       h.version > c.current_version)))
+                 .where(*parked).order_by(c.record_id, h.version))
+        fields = {record_id: {f["field"] for f in json.loads(stored)} for record_id, *_, stored in conflicts}
+        ends: dict[str, dt.datetime] = {}
+        for record_id, accepted_at, diffs in conn.execute(later):
+            # (a conflict projected between the two reads is not in ``fields``: it is in the next report)
+            if record_id not in ends and fields.get(record_id, set()) & {d["field"] for d in json.loads(diffs)}:
+                ends[record_id] = accepted_at
+        return [LeadTime("conflict", order_id, number, record_id, decided_at, ends.get(record_id))
+                for record_id, order_id, number, decided_at, _ in conflicts]
+
+    def _alert_lead_times(self, conn: Connection, since: dt.datetime | None) -> list[LeadTime]:
+        raised, cleared = order_alerts.alias("raised"), order_alerts.alias("cleared")
+        r, c = raised.c, cleared.c
+        same_occurrence = and_(c.order_id == r.order_id, c.stage == r.stage, c.due_date == r.due_date,
+                               c.occurrence == r.occurrence, c.kind == "CLEARED")
+        query = (select(r.order_id, r.order_number, r.record_id, r.decided_at, c.decided_at.label("cleared_at"))
+                 .select_from(raised.outerjoin(cleared, same_occurrence)).where(r.kind == "RAISED")
+                 .order_by(r.record_id, c.decided_at))
+        if since is not None:
+            query = query.where(r.decided_at >= since)
+        found: dict[str, LeadTime] = {}
+        for order_id, number, record_id, raised_at, cleared_at in conn.execute(query):
+            found.setdefault(record_id, LeadTime("alert", order_id, number, record_id, raised_at, cleared_at))
+        return list(found.values())
+
+    def _rejection_lead_times(self, conn: Connection, since: dt.datetime | None) -> list[LeadTime]:
+        r, h, o = order_rejections.c, order_history.c, orders.c
+        first_after = (select(func.min(h.version))
+                       .where(h.order_id == r.order_id, h.source_system == r.source_system,
+                              h.version > func.coalesce(r.current_version, 0))
+                       .correlate(order_rejections).scalar_subquery())
+        known_number = (select(func.min(h.order_number)).where(h.order_id == r.order_id)
+                        .correlate(order_rejections).scalar_subquery())  # before its snapshot is projected
+        resolved = order_history.alias("resolved")
+        query = (select(r.order_id, func.coalesce(o.order_number, known_number), r.record_id, r.decided_at,
+                        resolved.c.accepted_at)
+                 .select_from(order_rejections
+                              .outerjoin(orders, o.order_id == r.order_id)
+                              .outerjoin(resolved, and_(resolved.c.order_id == r.order_id,
+                                                        resolved.c.version == first_after)))
+                 .where(r.order_id.is_not(None)))
+        if since is not None:
+            query = query.where(r.decided_at >= since)
+        return [LeadTime("rejection", order_id, number, record_id, decided_at, accepted_at)
+                for order_id, number, record_id, decided_at, accepted_at in conn.execute(query)]
+
     def parked_conflicts(self, *, limit: int = 100) -> list[ConflictRecord]:
         """Conflicts waiting for a person, across all orders, the longest waiting first."""
         c = order_conflicts.c
@@ -585,6 +728,29 @@ def _line_row(order_id: str, line: OrderLine) -> dict[str, Any]:
     }
 
 
+def _rejection_row(rejection: OrderRejection) -> dict[str, Any]:
+    same = {"record_id", "event_id", "order_id", "current_version", "decided_at"}
+    return {**rejection.model_dump(include=same), "reason": rejection.reason.value,
+            "source_system": rejection.proposal.source_system, "actor_id": rejection.proposal.actor.id,
+            "errors": json.dumps([e.model_dump(mode="json") for e in rejection.errors]),
+            "proposal": rejection.proposal.model_dump_json()}
+
+
+def _rejection(row: RowMapping) -> OrderRejection:
+    return OrderRejection(record_id=row["record_id"], event_id=row["event_id"], order_id=row["order_id"],
+                          reason=row["reason"], errors=list(_models(FieldError, json.loads(row["errors"]))),
+                          current_version=row["current_version"], decided_at=row["decided_at"],
+                          proposal=ChangeProposal.model_validate_json(row["proposal"]))
+
+
+def _json_value(text: str | None) -> Any:
+    """A diff's canonical JSON value as Python; None for an absent value or text that is not JSON."""
+    try:
+        return None if text is None else json.loads(text)
+    except ValueError:
+        return None
+
+
 def _conflict_row(conflict: OrderConflict) -> dict[str, Any]:
     same = {"record_id", "order_id", "order_number", "event_id", "base_version", "current_version", "parked",
             "resulting_version", "decided_at"}
@@ -687,6 +853,18 @@ def field_conflict_text(conflict: FieldConflict) -> str:
     return (f"{conflict.field}: {conflict.outcome.value} by {conflict.policy.value} (owner {conflict.owner}): "
             f"base {base}, current {conflict.current_value or 'null'} by {conflict.current_writer.source_system}, "
             f"proposed {conflict.proposed_value or 'null'} by {conflict.proposed_writer.source_system}")
+
+
+def lead_times_text(settings: Settings, *, kind: str | None = None, weeks: int = DEFAULT_WEEKS,
+                    until: dt.date | None = None, as_json: bool = False) -> str:
+    """``orderhub report lead-times``: per kind and ISO week, count, open, p50/p90/p95 and max, as a
+    table in hours or as JSON in seconds; ``until`` (default: today, UTC) is the report's last day."""
+    until = until or dt.datetime.now(dt.UTC).date()
+    since, _ = window(until, weeks)
+    with _open(settings) as model:
+        found = model.lead_times([kind] if kind else KINDS, since=since)
+    rows = weekly(found, until=until, weeks=weeks)
+    return (report_json if as_json else report_text)(rows, until=until, weeks=weeks)
 
 
 @contextmanager

@@ -11,8 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 from hub.events import (Actor, Amounts, ChangeOutcome, ChangeProposal, Customer, ExternalRef, FieldChange,
-                        FieldConflict, FieldDiff, LifecycleStatus, Material, OrderChange, OrderConflict,
-                        OrderLine, OrderRef, OrderSnapshot, Writer)
+                        FieldConflict, FieldDiff, FieldError, LifecycleStatus, Material, OrderChange, OrderConflict,
+                        OrderLine, OrderRef, OrderRejection, OrderSnapshot, RejectionReason, Writer)
 
 #: The instant version 1 of every factory order was accepted; version N is N minutes later.
 T0 = dt.datetime(2024, 5, 1, 8, 0, tzinfo=dt.UTC)
@@ -131,3 +131,23 @@ def make_conflict(order_id: str = "O-1", current_version: int = 2, *, field: str
         "proposal": proposal,
     }
     return OrderConflict(**{**values, **fields})
+
+
+def make_rejection(order_id: str | None = "O-1", current_version: int | None = 2, *, source_system: str = "CRM",
+                   reason: RejectionReason = RejectionReason.PERMISSION_DENIED, **fields: Any) -> OrderRejection:
+    """The rejection of a ``source_system`` proposal on ``order_id`` at ``current_version`` (None: the order
+    did not exist; an order id of None: the proposal named no order)."""
+    proposal = make_proposal(order_id or "unnamed", current_version or 0, source_system=source_system)
+    if order_id is None:
+        proposal = proposal.model_copy(update={"order_ref": OrderRef()})
+    values: dict[str, Any] = {
+        "record_id": f"{proposal.event_id}:rejection",
+        "event_id": proposal.event_id,
+        "order_id": order_id,
+        "reason": reason,
+        "errors": [FieldError(field="priority", rule="ownership", message=f"{source_system} may not write priority")],
+        "current_version": current_version,
+        "decided_at": at_version(current_version or 1),
+        "proposal": proposal,
+    }
+    return OrderRejection(**{**values, **fields})

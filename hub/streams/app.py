@@ -9,8 +9,8 @@ One application, one consumer group, three streams:
   them straight to the by-order topic).
 - ``decide``: proposals by order -> the order's state (Quix State: RocksDB with a changelog)
   -> changes, state, conflicts, rejections, releases, answers, reference links.
-- ``project`` (unless ``ORDERHUB_PROJECT_READ_MODEL=false``): snapshots, changes, conflicts and
-  due-date alerts into the SQL read model, one batch per checkpoint (a Quix sink).
+- ``project`` (unless ``ORDERHUB_PROJECT_READ_MODEL=false``): snapshots, changes, conflicts,
+  rejections and due-date alerts into the SQL read model, one batch per checkpoint (a Quix sink).
 
 Crash safety is Quix's checkpoint plus the engine's idempotent state. At every checkpoint
 Quix flushes the sinks, produces the state changelog, flushes the producer, commits the input
@@ -36,7 +36,7 @@ import time
 from typing import Any, Callable, Iterator, MutableMapping
 
 from hub.errors import FatalError, RetriableError, UndecodableRecord
-from hub.events import OrderAlert, OrderChange, OrderConflict, OrderSnapshot
+from hub.events import OrderAlert, OrderChange, OrderConflict, OrderRejection, OrderSnapshot
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
@@ -222,7 +222,8 @@ def _add_projector(app: Any, settings: Settings, codec: AvroCodec, topics: Topic
             (topics.state, "order_snapshot", OrderSnapshot, model.project_snapshots),
             (topics.changes, "order_change", OrderChange, model.project_changes),
             (topics.conflicts, "order_conflict", OrderConflict, model.project_conflicts),
-            (topics.alerts, "order_alert", OrderAlert, model.project_alerts)):
+            (topics.alerts, "order_alert", OrderAlert, model.project_alerts),
+            (topics.rejections, "order_rejection", OrderRejection, model.project_rejections)):
         app.dataframe(topic(source)).sink(ReadModelSink(schema, event_type, write))
 
 

@@ -1,4 +1,4 @@
-"""The read model contract on a real PostgreSQL, and the local server's lifecycle.
+"""The read model and lead-time contracts on a real PostgreSQL, and the local server's lifecycle.
 
 Set ``ORDERHUB_TEST_POSTGRES_URL`` (``postgresql+psycopg://user@host:port/db``) to use an
 existing, disposable database; otherwise the session starts one with ``localdev.postgres``.
@@ -18,6 +18,7 @@ from hub.settings import Settings
 from tests.factories import make_change
 from localdev import process
 from tests.services import free_port, local_state_dir
+from tests.unit.test_lead_times import LeadTimesContract
 from tests.unit.test_readmodel import ReadModelContract
 
 pytestmark = pytest.mark.integration
@@ -25,6 +26,18 @@ pytestmark = pytest.mark.integration
 
 class TestPostgresReadModel(ReadModelContract):
     """The contract on PostgreSQL, each test on freshly created tables."""
+
+    @pytest.fixture
+    def readmodel(self, postgres_url: str) -> Iterator[ReadModel]:
+        model = ReadModel(postgres_url)
+        metadata.drop_all(model.engine)
+        model.create_schema()
+        yield model
+        model.close()
+
+
+class TestPostgresLeadTimes(LeadTimesContract):
+    """The lead-time contract on PostgreSQL, each test on freshly created tables."""
 
     @pytest.fixture
     def readmodel(self, postgres_url: str) -> Iterator[ReadModel]:
