@@ -86,6 +86,50 @@ def _alerts(args: argparse.Namespace) -> int:
     return asyncio.run(run_alerts(get_settings()))
 
 
+def _notify(args: argparse.Namespace) -> int:
+    from hub.streams.notify import run_notify
+
+    return asyncio.run(run_notify(get_settings()))
+
+
+def _notifications(args: argparse.Namespace) -> int:
+    """What the notifier's outbox holds: pending, delivered, undeliverable (with why); ``retry`` sends
+    undeliverable ones again (the notifier picks them up)."""
+    import datetime as dt
+    import json
+
+    from hub.notify.outbox import Outbox
+    from hub.streams.notify import outbox_path
+
+    path = outbox_path(get_settings())
+    if not path.is_file():
+        raise InvalidInput(f"no notifier outbox at {path}: `orderhub notify` has not run with these settings")
+    outbox = Outbox(path)
+    try:
+        if args.action == "retry":
+            if not args.ids and not args.all:
+                raise InvalidInput("name the notification ids to send again, or --all")
+            count = outbox.retry(None if args.all else args.ids)
+            print(f"{count} undeliverable notification(s) pending again")
+            return 0
+        found = outbox.listing(state=args.state, order_id=args.order, limit=args.limit)
+        if args.json:
+            print(json.dumps([{**n.__dict__} for n in found], default=str, indent=2))
+            return 0
+        counts = outbox.counts()
+        print(", ".join(f"{state}: {count}" for state, count in counts.items()))
+        for n in found:
+            when = dt.datetime.fromtimestamp(n.created_at, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{when}  {n.state:<13} {n.id}  {n.kind:<17} {n.order_number or '-':<16} -> {n.subscriber} "
+                  f"({n.channel} {n.target}), {n.attempts} attempt(s)")
+            print(f"    {n.message.get('subject', '')}")
+            if n.last_error:
+                print(f"    last error: {n.last_error}")
+        return 0
+    finally:
+        outbox.close()
+
+
 def _up(args: argparse.Namespace) -> int:
     """The main job on the embedded default: everything on this machine, until Ctrl-C."""
     import os
@@ -112,6 +156,14 @@ def _orders(args: argparse.Namespace) -> int:
     except readmodel.OrderNotFound as exc:
         print(f"orderhub: {exc.args[0]}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hub import readmodel
+
+    print(readmodel.lead_times_text(get_settings(), kind=args.kind, weeks=args.weeks, until=args.until,
+                                    as_json=args.json))
     return 0
 
 
@@ -220,10 +272,41 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(Ctrl-C or SIGTERM stops)")
     alerts.set_defaults(func=_alerts)
 
+    notifier = sub.add_parser("notify", help="tell people: deliver the notifications of workflow.yaml (e-mail, signed "
+                              "webhooks, MQTT) for status changes, approvals waiting, alerts, conflicts, rejections")
+    notifier.set_defaults(func=_notify)
+    notes = sub.add_parser("notifications", help="the notifier's outbox: pending, delivered and undeliverable "
+                           "notifications with why; retry undeliverable ones")
+    notes.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
+    notes.add_argument("ids", nargs="*", help="retry: the notification ids to send again")
+    notes.add_argument("--all", action="store_true", help="retry: every undeliverable notification")
+    notes.add_argument("--state", choices=["pending", "delivered", "undeliverable"], default=None)
+    notes.add_argument("--order", default=None, help="one order's (id or number)")
+    notes.add_argument("--limit", type=int, default=50)
+    notes.add_argument("--json", action="store_true")
+    notes.set_defaults(func=_notifications)
+
     orders = sub.add_parser("orders", help="read orders from the read model")
     orders.add_argument("action", choices=["show", "history", "conflicts"])
     orders.add_argument("order", help="order id, order number or external reference (SYSTEM/Type/id)")
     orders.set_defaults(func=_orders)
+
+    import datetime as dt  # for --until only; the report's modules load when it runs
+
+    def weeks(text: str) -> int:
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"a whole number of weeks, at least 1, not {text!r}")
+        return int(text)
+
+    report = sub.add_parser("report", help="reports from the read model: lead times per ISO week")
+    report.add_argument("which", choices=["lead-times"])
+    report.add_argument("--kind", choices=["release", "conflict", "alert", "rejection"], default=None,
+                        help="one kind only (default: every kind)")
+    report.add_argument("--weeks", type=weeks, default=12, help="ISO weeks up to --until's (default 12)")
+    report.add_argument("--until", type=dt.date.fromisoformat, default=None, metavar="YYYY-MM-DD",
+                        help="the report's last day, UTC (default today); later ends count as open")
+    report.add_argument("--json", action="store_true", help="JSON for dashboards, durations in seconds")
+    report.set_defaults(func=_report)
 
     propose = sub.add_parser("propose", help="send one change proposal (JSON) and print the hub's decision")
     propose.add_argument("file", help="the proposal as JSON (see deploy/local/examples/); - reads standard input")

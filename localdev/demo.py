@@ -6,8 +6,9 @@ two people edit the same field from the same version (a conflict, parked for a p
 approver's step waits for the sales manager's approval (the amount is above workflow.yaml's first
 threshold), which makes it APPROVED, and a planner releases it in the hub; the MES gets the job orders; the shop
 floor starts, reports and finishes them; a rush order due in five days raises the due-date
-alert. Each step waits for the hub (the read model) to show
-it, with a deadline, and says who did what.
+alert; every status change reached the sales desk's mailbox (the mail sink) and the hall's
+display (MQTT). Each step waits for the hub (the read model) to show it, with a deadline, and
+says who did what.
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class DemoRun:
     approval_event_id: str = ""
     #: The rush order due in five days, which raises the due-date alert.
     rush_order_id: str = ""
+    #: The customer's name (made unique per run).
+    customer: str = ""
+    #: The status-change notifications of the order the hall's display received over MQTT, once each.
+    displayed: list[dict[str, Any]] = field(default_factory=list)
     #: Every line the demo said, in order.
     lines: list[str] = field(default_factory=list)
 
@@ -88,11 +93,16 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> De
 
     due = dt.date.today() + dt.timedelta(days=21)
     desk = SalesDesk(stack.crm["instance_url"], stack.crm["ca_file"])
+    display_topic, display_seen = _display_topic(settings), []
+    listening = asyncio.Event()
+    display = asyncio.create_task(_watch_display(stack, display_topic, display_seen, listening))
     try:
+        await asyncio.wait_for(listening.wait(), STEP_TIMEOUT_S)
+        run.customer = f"ACME Maschinenbau {uuid.uuid4().hex[:4]}"
         tell("1. Sales (CRM): Anna wins the opportunity 'Brackets for ACME' (2 lines, due "
              f"{due.isoformat()}, zinc coating)")
         opp = desk.new_opportunity(
-            f"ACME Maschinenbau {uuid.uuid4().hex[:4]}", "Brackets for ACME", account_number="17100001",
+            run.customer, "Brackets for ACME", account_number="17100001",
             contact="Jane Roe",
             CurrencyIsoCode="EUR", Requested_Delivery_Date__c=due.isoformat(), Customer_PO_Number__c="PO-7781",
             Description="coating: zinc 12 um\ninspection: first article report",
@@ -170,9 +180,23 @@ async def run_demo(settings: Settings, say: Callable[[str], None] = print) -> De
         alert = await wait_for("the due-date alert", lambda: next(iter(model.open_alerts(run.rush_order_id)), None))
         tell(f"9. A rush order (hub UI, sales), due {rush_due.isoformat()}, not started: {rush.outcome.value}; "
              f"alert '{alert.stage}' for the {alert.notify}: {alert.reason}")
+
+        statuses = ["DRAFT", "CONFIRMED", "APPROVED", "RELEASED", "IN_PRODUCTION", "COMPLETED"]
+        mails = await wait_for("a notification e-mail of every status change in the mail sink",
+                               lambda: _status_mails(stack, run.order_number, statuses))
+        await wait_for(f"a notification of every status change on the display ({display_topic})",
+                       lambda: _displayed(display_seen, run, statuses))
+        rush_mail = await wait_for("the alert e-mail to the production lead", lambda: next(
+            (m for m in _mails(stack) if m["To"] == "production@plant.example" and "Due-date alert" in m["Subject"]
+             and alert.order_number in m["Subject"]), None))
+        tell(f"10. Notifications: {len(mails)} status changes e-mailed to the sales desk, the last "
+             f"'{mails[-1]['Subject']}'; {len(run.displayed)} on the hall display over MQTT ({display_topic}); "
+             f"the production lead's e-mail '{rush_mail['Subject']}' (mail sink: {stack.mail['maildir']}; "
+             "`orderhub notifications` lists what was sent)")
         tell(f"\nThe whole story: orderhub orders history {run.order_number}")
         return run
     finally:
+        display.cancel()
         desk.close()
         model.close()
 
@@ -207,6 +231,48 @@ class DemoFailed(RuntimeError):
 def _ref(snapshot: OrderSnapshot | None, system: str) -> str | None:
     refs = [r.external_id for r in (snapshot.external_refs if snapshot else []) if r.system == system]
     return refs[0] if refs else None
+
+
+def _display_topic(settings: Settings) -> str:
+    """The MQTT topic of the first display workflow.yaml tells."""
+    rules = settings.rules()
+    config = rules.workflow.notifications if rules.workflow else None
+    topics = [s.target for s in (config.subscribers if config else ()) if s.channel == "mqtt"]
+    if not topics:
+        raise DemoFailed(f"{settings.workflow_file} has no notifications subscriber with mqtt: nothing to watch")
+    return topics[0]
+
+
+async def _watch_display(stack: Stack, topic: str, seen: list[dict[str, Any]], listening: asyncio.Event) -> None:
+    """What the hall's display receives, as it would (MQTT, QoS 1)."""
+    import aiomqtt
+
+    async with aiomqtt.Client(stack.mes["mqtt_host"], stack.mes["mqtt_port"],
+                              identifier=f"demo-display-{uuid.uuid4().hex[:6]}") as client:
+        await client.subscribe(topic, qos=1)
+        listening.set()
+        async for message in client.messages:
+            seen.append(json.loads(message.payload))
+
+
+def _displayed(seen: list[dict[str, Any]], run: DemoRun, statuses: list[str]) -> bool:
+    once = {m["id"]: m for m in seen if m["kind"] == "status_changed" and m["order"]["id"] == run.order_id}
+    run.displayed = [{"status": m["order"]["status"], "id": m["id"]} for m in once.values()]
+    return [m["status"] for m in run.displayed] == statuses
+
+
+def _mails(stack: Stack) -> list[Any]:
+    from pathlib import Path
+
+    from localdev.sandboxes import mailsink
+
+    return mailsink.messages(Path(stack.mail["state_dir"]))
+
+
+def _status_mails(stack: Stack, order_number: str, statuses: list[str]) -> list[Any] | None:
+    mails = [m for m in _mails(stack) if f"{order_number} is now " in m["Subject"] and m["To"] == "sales@plant.example"]
+    seen = {m["Subject"].split(" is now ", 1)[1].split(" ")[0] for m in mails}
+    return mails if seen >= set(statuses) else None
 
 
 def _jobs(stack: Stack, order_id: str) -> list[str]:

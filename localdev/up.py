@@ -5,10 +5,12 @@ What it starts, in order, each recorded so that Ctrl-C stops exactly what was st
 1. Apache Kafka (KRaft) on 127.0.0.1, unless ``ORDERHUB_BOOTSTRAP_SERVERS`` names a cluster;
    then ``topics apply``.
 2. The sandboxes of the outside systems: the Salesforce sandbox (CRM, TLS), mock-sap (ERP),
-   Mosquitto and the OPC UA ISA-95 MES (its shop floor reports over MQTT).
+   Mosquitto and the OPC UA ISA-95 MES (its shop floor reports over MQTT), and a mail sink
+   (aiosmtpd, keeping a Maildir) for notification e-mails.
 3. The engine (``orderhub worker``: decide + read model), the due-date alerts (``orderhub
-   alerts``) and the connectors (``orderhub connectors run`` over a generated ``connectors.yaml``
-   pointing at the sandboxes), each a child process ended by its PID.
+   alerts``), the notifier (``orderhub notify``: e-mail to the sink, displays over Mosquitto) and
+   the connectors (``orderhub connectors run`` over a generated ``connectors.yaml`` pointing at
+   the sandboxes), each a child process ended by its PID.
 
 ``stack.json`` in ``<state_dir>/up/`` says where everything is; ``orderhub demo`` reads it.
 """
@@ -19,7 +21,7 @@ import json
 import signal
 import sys
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,10 +33,10 @@ from hub.settings import Settings
 from localdev import process
 
 #: The hub's own processes ``up`` starts, each with its log and pid file in ``<state_dir>/up/``.
-CHILDREN = ("engine", "alerts", "connectors")
+CHILDREN = ("engine", "alerts", "notify", "connectors")
 
 #: Ports of the sandboxes on 127.0.0.1 (fixed, so a person can point a browser or a client at them).
-PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883}
+PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883, "smtp": 18025}
 WEBHOOK_SECRET = "orderhub-sandbox-webhook-secret"
 
 
@@ -56,6 +58,8 @@ class Stack:
     mes: dict[str, Any]
     #: Log files of the engine and the connectors.
     logs: dict[str, str]
+    #: The mail sink notifications go to: its SMTP port and the folder ``mailsink.messages`` reads.
+    mail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def read(cls, settings: Settings) -> "Stack":
@@ -96,7 +100,7 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
     ports = {**PORTS, **(ports or {})}
     from hub import topics
     from localdev import kafka, mosquitto
-    from localdev.sandboxes import mes, salesforce, sap
+    from localdev.sandboxes import mailsink, mes, salesforce, sap
 
     home = folder(settings)
     home.mkdir(parents=True, exist_ok=True)
@@ -140,6 +144,12 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
         opc_url = mes.up(sandboxes, ports["mes"], mqtt_port=ports["mqtt"])
         stops.append(lambda: mes.down(sandboxes))
         say(f"MES sandbox  {opc_url} (OPC UA ISA-95 Job Control), shop floor over {mqtt_url}")
+        smtp = mailsink.up(sandboxes, ports["smtp"])
+        stops.append(lambda: mailsink.down(sandboxes))
+        say(f"mail sink    smtp://{smtp} (notification e-mails, kept in {mailsink.maildir(sandboxes)})")
+        # the notifier tells people through the sandboxes: e-mail to the sink, displays over the MES's broker
+        settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": ports["smtp"],
+                                               "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"]})
 
         stack = Stack(
             bootstrap=settings.bootstrap_servers, kafka_started=kafka_started, read_model=settings.read_model_url,
@@ -147,9 +157,10 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
                  "webhook_port": ports["crm_webhook"], "webhook_secret": WEBHOOK_SECRET},
             erp={"url": erp_url, "user": sap.USER, "password": sap.PASSWORD},
             mes={"opc_url": opc_url, "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"]},
-            logs={name: str(home / f"{name}.log") for name in CHILDREN})
+            logs={name: str(home / f"{name}.log") for name in CHILDREN},
+            mail={"smtp_port": ports["smtp"], "state_dir": str(sandboxes), "maildir": str(mailsink.maildir(sandboxes))})
         (home / "connectors.yaml").write_text(yaml.safe_dump(connectors_yaml(stack), sort_keys=False))
-        for name, argv in (("engine", ["worker"]), ("alerts", ["alerts"]),
+        for name, argv in (("engine", ["worker"]), ("alerts", ["alerts"]), ("notify", ["notify"]),
                            ("connectors", ["connectors", "run", "--file", str(home / "connectors.yaml")])):
             pid = process.spawn([sys.executable, "-m", "hub.cli", *argv], log=home / f"{name}.log",
                                 pidfile=home / f"{name}.pid", env=child_environment(settings))

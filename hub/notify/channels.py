@@ -21,6 +21,7 @@ decoded bytes) and ``<body>`` the exact bytes of the request body.
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 import hmac
 import json
@@ -38,6 +39,10 @@ from hub.errors import ConfigError
 SHIPPED_TEMPLATES = Path(__file__).parent / "templates"
 #: Seconds one delivery attempt may take.
 ATTEMPT_TIMEOUT_S = 10.0
+#: Headers up to RFC 5322's 998 characters stay on one line: the standard library folds a subject
+#: over 78 characters that starts with "[" whole onto a continuation line, which readers then show
+#: with a leading space.
+_MAIL_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 class DeliveryFailed(Exception):
@@ -135,14 +140,16 @@ class Channels:
     async def _email(self, target: str, notification_id: str, message: dict[str, Any]) -> None:
         import aiosmtplib
 
-        mail = EmailMessage()
+        mail = EmailMessage(policy=_MAIL_POLICY)
         mail["From"], mail["To"], mail["Subject"] = self.smtp_from, target, message["subject"]
         mail["Message-ID"] = f"<{notification_id}@orderhub>"  # the same id on every attempt: mail clients dedup
         mail["X-Orderhub-Notification-Id"] = notification_id
         mail["X-Orderhub-Kind"] = message["kind"]
         mail.set_content(message["text"])
         try:
-            await aiosmtplib.send(mail, hostname=self.smtp_host, port=self.smtp_port, timeout=ATTEMPT_TIMEOUT_S,
+            # sent as bytes flattened by our policy (aiosmtplib would flatten it again with its own)
+            await aiosmtplib.send(mail.as_bytes(policy=_MAIL_POLICY), sender=self.smtp_from, recipients=[target],
+                                  hostname=self.smtp_host, port=self.smtp_port, timeout=ATTEMPT_TIMEOUT_S,
                                   start_tls=False, use_tls=False)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             permanent = all(500 <= r.code < 600 for r in exc.recipients)

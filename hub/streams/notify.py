@@ -2,9 +2,10 @@
 e-mail, signed webhooks and MQTT.
 
 1. It reads the state topic (what each order is: customer, due date, amounts) and the records
-   people are told about: accepted changes, conflicts, rejections and due-date alerts. A new
-   notifier starts at the end of those (it tells what happens from now on) and at the beginning
-   of the state topic; after that, where its outbox says it stopped.
+   people are told about: accepted changes, conflicts, rejections and due-date alerts. It goes on
+   where its outbox says it stopped; a partition it never read starts where the group committed
+   (another member of the group stored up to there) or, for a new group, at the end (it tells
+   what happens from now on), and the state topic at its beginning.
 2. Each batch's notifications go into the outbox (``hub.notify.outbox``) with the offsets after
    them, in one transaction: a crash between reading and storing reads the records again and
    makes the same notification ids, which the outbox keeps once. So every notification is made
@@ -96,15 +97,22 @@ class Reader:
                 return None
 
             async def on_partitions_assigned(self, assigned: set) -> None:
-                try:  # rule 1: where the outbox says; new: the state topic from its start, the rest from now
+                try:  # rule 1: where the outbox says; else the state topic from its start, the rest from
+                    # where the group committed (another member stored up to there), or from now
                     stored = await asyncio.to_thread(reader.outbox.offsets)
-                    fresh = [tp for tp in assigned if (tp.topic, tp.partition) not in stored]
+                    beginning, end = [], []
                     for tp in assigned:
                         if (tp.topic, tp.partition) in stored:
                             consumer.seek(tp, stored[(tp.topic, tp.partition)])
-                    if beginning := [tp for tp in fresh if tp.topic == reader.topics.state]:
+                        elif tp.topic == reader.topics.state:
+                            beginning.append(tp)
+                        elif (committed := await consumer.committed(tp)) is not None:
+                            consumer.seek(tp, committed)
+                        else:
+                            end.append(tp)
+                    if beginning:
                         await consumer.seek_to_beginning(*beginning)
-                    if end := [tp for tp in fresh if tp.topic != reader.topics.state]:
+                    if end:
                         await consumer.seek_to_end(*end)
                     state = [tp for tp in assigned if tp.topic == reader.topics.state]
                     reader._targets = await consumer.end_offsets(state) if state else {}

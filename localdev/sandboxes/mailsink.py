@@ -47,10 +47,11 @@ class _Keep:
         self.box = box
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's name
-        message = email.message_from_bytes(envelope.original_content or envelope.content)
-        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
-        self.box.add(message)
-        log.info("kept a message to %s: %s", envelope.rcpt_tos, message.get("Subject"))
+        received = envelope.original_content or envelope.content
+        # the bytes as received (parsing and writing the message again would fold its headers anew)
+        self.box.add(f"X-Envelope-To: {', '.join(envelope.rcpt_tos)}\r\n".encode() + received)
+        log.info("kept a message to %s: %s", envelope.rcpt_tos,
+                 email.message_from_bytes(received, policy=email.policy.default).get("Subject"))
         return "250 Message accepted for delivery"
 
 

@@ -14,7 +14,7 @@ from hub.readmodel import ReadModel
 from hub.settings import Settings
 from localdev import process
 from localdev.demo import run_demo
-from localdev.sandboxes import sap
+from localdev.sandboxes import mailsink, sap
 from localdev.up import CHILDREN, Stack, folder, start
 from tests.services import namespaced_settings
 
@@ -26,7 +26,7 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     Ctrl-C's stop leaves no process of the stack running."""
     settings = namespaced_settings(kafka_settings, tmp_path)
     said: list[str] = []
-    ports = {name: process.free_port() for name in ("crm", "crm_webhook", "erp", "mes", "mqtt")}
+    ports = {name: process.free_port() for name in ("crm", "crm_webhook", "erp", "mes", "mqtt", "smtp")}
     stack, stop_all = start(settings, said.append, local_kafka=False, ports=ports)
     home = folder(settings)
     pids = [process.recorded_pid(home / f"{name}.pid") for name in CHILDREN]
@@ -46,8 +46,8 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
 
     print("\n".join(run.lines))  # what a person sees, in the test log
     steps = [line.split(".", 1)[0] for line in run.lines if line[:1].isdigit()]
-    assert steps == ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
-    assert all(pids), "the engine, the alerts and the connectors were started"
+    assert steps == ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]
+    assert all(pids), "the engine, the alerts, the notifier and the connectors were started"
     said_outcomes = " ".join(run.lines)
     assert "sales (hub UI): APPLIED" in said_outcomes and "planner (hub UI): PARKED" in said_outcomes
     assert "Approver (hub UI) tries to approve: REJECTED: the order cannot be APPROVED before sales approved" \
@@ -70,6 +70,17 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     (rush_alert,) = model.open_alerts(run.rush_order_id)
     assert (rush_alert.stage, rush_alert.notify, rush_alert.days_left) == ("due_soon", "production_lead", 5)
     assert "alert 'due_soon' for the production_lead: due " in said_outcomes
+    # a notification of every status change, by e-mail in the mail sink and on the hall's display (MQTT)
+    statuses = ["DRAFT", "CONFIRMED", "APPROVED", "RELEASED", "IN_PRODUCTION", "COMPLETED"]
+    mails = [m for m in mailsink.messages(Path(stack.mail["state_dir"])) if run.order_number in m["Subject"]]
+    told = {m["Subject"] for m in mails if m["To"] == "sales@plant.example" and " is now " in m["Subject"]}
+    assert told == {f"[orderhub] {run.order_number} is now {s} ({run.customer})"
+                    for s in statuses}
+    assert [m["status"] for m in run.displayed] == statuses
+    assert f"10. Notifications: {len(statuses)} status changes e-mailed to the sales desk" in said_outcomes
+    rush_mail = [m for m in mailsink.messages(Path(stack.mail["state_dir"]))
+                 if m["To"] == "production@plant.example" and "Due-date alert (due_soon)" in m["Subject"]]
+    assert rush_mail, "the production lead got the rush order's alert by e-mail"
     parked = model.parked_conflicts()
     assert [c.event_id for c in parked] == [run.parked_event_id]
     assert len(erp_orders) == 1

@@ -251,6 +251,59 @@ async def test_an_order_above_a_threshold_waits_for_its_approvals(engine: Settin
         ("plant", "approved", None), ("sales", "approved", "ok")]
 
 
+async def test_every_approval_path_on_the_real_worker(engine: Settings) -> None:
+    """Below the first threshold nobody approves; a refusal holds the order with why and the same level's
+    approval lifts it; an amount raised across a threshold after approval asks for the new level and
+    approving waits for it; two people deciding one level differently from the same version race: one applies,
+    the other is parked for a person."""
+    below, held, raced = (f"O-{uuid.uuid4().hex[:10]}" for _ in range(3))
+    b = ids("below", 3)
+    h = ids("held", 6)
+    r = ids("raced", 4)
+    confirm = {"amounts.gross": Decimal("12000"), "currency": "EUR", "status": "CONFIRMED"}
+    await send(engine,
+               creation(b[0], order_id=below),
+               proposal(b[1], {"amounts.gross": Decimal("9000"), "currency": "EUR", "status": "CONFIRMED"}, base=1,
+                        system="ERP", order_id=below),
+               proposal(b[2], {"status": "APPROVED"}, base=2, system="ERP", order_id=below),
+               creation(h[0], order_id=held),
+               proposal(h[1], confirm, base=1, system="ERP", order_id=held),
+               proposal(h[2], {"approvals.sales": {"decision": "refused", "comment": "margin too thin"}}, base=2,
+                        system="HUB", role="sales_manager", order_id=held),
+               proposal(h[3], {"approvals.sales": {"decision": "approved", "comment": "price raised"}}, base=3,
+                        system="HUB", role="sales_manager", order_id=held),
+               proposal(h[4], {"amounts.gross": Decimal("75000")}, base=4, system="ERP", order_id=held),
+               proposal(h[5], {"status": "APPROVED"}, base=5, system="ERP", order_id=held),
+               creation(r[0], order_id=raced),
+               proposal(r[1], confirm, base=1, system="ERP", order_id=raced),
+               proposal(r[2], {"approvals.sales": {"decision": "approved"}}, base=2, system="HUB",
+                        role="sales_manager", actor_id="maria", order_id=raced),
+               proposal(r[3], {"approvals.sales": {"decision": "refused", "comment": "no"}}, base=2, system="HUB",
+                        role="sales_manager", actor_id="bob", order_id=raced))
+    out = await outcomes(engine, set(b + h + r))
+    changes = {c["event_id"]: c for c in out["order_change"]}
+    rejected = {x["event_id"]: x for x in out["order_rejection"]}
+
+    assert changes[b[2]]["version"] == 3 and (await snapshot_at(engine, below, 3))["status"] == "APPROVED"
+
+    refused = await snapshot_at(engine, held, 3)
+    assert (refused["status"], refused["on_hold"], refused["hold_reasons"]) == (
+        "CONFIRMED", True, ["approval refused (sales): margin too thin"])
+    lifted = await snapshot_at(engine, held, 4)
+    assert (lifted["status"], lifted["on_hold"], lifted["hold_reasons"]) == ("APPROVED", False, [])
+    raised = await snapshot_at(engine, held, 5)
+    assert raised["status"] == "CONFIRMED", "75,000 needs the plant level too: back to waiting for it"
+    assert rejected[h[5]]["errors"][0]["message"] == \
+        "the order cannot be APPROVED before plant approved (amount 75000.00 EUR)"
+
+    (conflict,) = [c for c in out["order_conflict"] if c["order_id"] == raced]
+    assert conflict["event_id"] == r[3] and conflict["parked"] is True
+    assert [f["field"] for f in conflict["fields"]] == ["approvals.sales"]
+    won = await snapshot_at(engine, raced, 3)
+    assert won["status"] == "APPROVED" and [(a["level"], a["decision"]) for a in won["approvals"]] == [
+        ("sales", "approved")]
+
+
 async def test_reference_attached_later_resolves_to_the_same_order(engine: Settings) -> None:
     """An ERP id attached to a CRM-created order afterwards routes ERP's own updates to that order."""
     crm, erp = unique_ref(), unique_ref("ERP", "A_SalesOrder")
