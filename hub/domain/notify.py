@@ -6,10 +6,12 @@ again after a crash, and get the same answer:
 
 1. What happened (a ``Notice``), by kind:
    ``status_changed``    an accepted change whose diffs include the status (its new status);
-   ``approval_waiting``  an accepted change after which the order is CONFIRMED, not on hold, and
-                         misses approval levels it did not miss before (it just became CONFIRMED,
-                         or an amount raised across a threshold, or a refusal): addressed to the
-                         roles of the missing levels (with ``order: sequence``, the next one's);
+   ``approval_waiting``  an accepted change after which the order waits for approval levels it did
+                         not wait for before: it waits while it is CONFIRMED and not on hold, for
+                         the levels missing (with ``order: sequence``, the next one). So it is told
+                         when the order becomes CONFIRMED, when an amount crosses a threshold, when
+                         a hold is lifted, and when the previous level of a sequence approved;
+                         addressed to the roles of the newly waiting levels only;
    ``alert_raised`` / ``alert_cleared``  a due-date alert, addressed to the role of its stage;
    ``conflict_parked``   a conflict the hub parked for a person;
    ``proposal_rejected`` a proposal refused whole, with its errors.
@@ -23,6 +25,9 @@ again after a crash, and get the same answer:
    and receivers dedup by.
 4. A notification says what changed (the diffs), on which order (number, customer, due date,
    status), by whom (system, actor, role), when, and links to the order's page (``link``).
+5. What a change made of the order is computed from what is known of the order and the change's
+   diffs (``around``): the fields the change touched are always the diffs' own, so its status before
+   and after are exact whatever else is known.
 
 The configuration is data read once at start; a mistake stops the worker naming the key.
 """
@@ -235,24 +240,44 @@ def changed(before: Mapping[str, Any], diffs: Iterable[Any]) -> dict[str, Any]:
 
 
 def around(order: Mapping[str, Any], version: int | None, change: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The order's values before and after ``change`` (an OrderChange), from what is known of the order
-    at ``version`` (None: nothing): its diffs are applied forward, or backward when the order known is
-    already at the change's version or later."""
-    if version is not None and version >= change.version:
-        after = dict(order)
-        before = dict(order)
+    """Rule 5: the order's values before and after ``change`` (an OrderChange), from what is known of the
+    order at ``version`` (None: nothing known). Exact when the order known is the version before the
+    change (its diffs applied), the change's own version (its diffs undone), or nothing and the change
+    is the creation. Otherwise the known values stand in for the fields the change did not touch, and
+    the change's own fields (its status among them) come from its diffs."""
+    if version == change.version:
+        after, before = dict(order), dict(order)
         for diff in change.diffs:
             if diff.before is None:
                 before.pop(diff.field, None)
             else:
                 before[diff.field] = diff.before
         return before, after
-    return dict(order), changed(order, change.diffs)
+    before = dict(order) if version is not None else {}
+    for diff in change.diffs:  # exact for what the change touched, whatever version is known
+        if diff.before is None:
+            before.pop(diff.field, None)
+        else:
+            before[diff.field] = diff.before
+    return before, changed(before, change.diffs)
+
+
+def waiting(approvals: Any, values: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The approval levels an order waits for (rule 1): the missing ones (with ``order: sequence``, the
+    next one) while it is CONFIRMED and not on hold; none otherwise."""
+    from hub.domain import workflow  # here: workflow imports this module to read its section
+
+    parsed = _parsed(values)
+    if parsed.get("status") != "CONFIRMED" or parsed.get("on_hold"):
+        return ()
+    missing = workflow.missing(approvals, parsed)
+    return missing[:1] if approvals.in_sequence else missing
 
 
 def of_change(change: Any, before: Mapping[str, Any], after: Mapping[str, Any],
               approvals: Any | None) -> list[Notice]:
-    """Rule 1 for an accepted change (an OrderChange): its status change, and approvals now waiting."""
+    """Rule 1 for an accepted change (an OrderChange): its status change, and approval levels it made
+    waiting (each told once: a level already waiting before the change is not told again)."""
     from hub.domain import workflow
 
     status_before, status_after = load_json(before.get("status")), load_json(after.get("status"))
@@ -265,16 +290,14 @@ def of_change(change: Any, before: Mapping[str, Any], after: Mapping[str, Any],
         notices.append(Notice(kind=STATUS_CHANGED, summary=f"{change.order_number}: {status_before or 'new'} -> "
                               f"{status_after} by {change.source_system} {change.actor.id}",
                               details={"previous_status": status_before}, **common))
-    if approvals is not None and status_after == "CONFIRMED" and not load_json(after.get("on_hold")):
-        missing_now = workflow.missing(approvals, _parsed(after))
-        missing_before = workflow.missing(approvals, _parsed(before)) if status_before == "CONFIRMED" else ()
-        new = [level for level in missing_now if level not in missing_before]
+    if approvals is not None:
+        before_waiting = waiting(approvals, before)
+        new = [level for level in waiting(approvals, after) if level not in before_waiting]
         if new:
-            waiting = missing_now[:1] if approvals.in_sequence else missing_now
-            names = ", ".join(level.name for level in waiting)
-            notices.append(Notice(kind=APPROVAL_WAITING, roles=tuple(level.role for level in waiting),
+            names = ", ".join(level.name for level in new)
+            notices.append(Notice(kind=APPROVAL_WAITING, roles=tuple(level.role for level in new),
                                   summary=f"{change.order_number} waits for approval: {names}",
-                                  details={"levels": [level.name for level in waiting],
+                                  details={"levels": [level.name for level in new],
                                            "amount": str(workflow.amount_of(approvals, _parsed(after))),
                                            "currency": load_json(after.get("currency"))}, **common))
     return notices

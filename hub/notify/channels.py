@@ -80,8 +80,6 @@ class Renderer:
 
     def message(self, notification: Notification) -> dict[str, Any]:
         """The stored message: subject, text, and the JSON body every channel carries."""
-        import jinja2
-
         notice = notification.notice
         order = notice.order
         body = {
@@ -101,10 +99,11 @@ class Renderer:
         }
         try:
             rendered = self._templates[notice.kind].render(**body)
-        except jinja2.TemplateError as exc:  # the plant's template asks for what this notice lacks
-            rendered = f"{notice.summary}\n\n(template {notice.kind}.txt.j2 failed: {exc})\n"
+        except Exception as exc:  # noqa: BLE001 - a plant's template failing on this notice: say so, send the rest
+            rendered = f"{notice.summary}\n\n(template {notice.kind}.txt.j2 failed: {type(exc).__name__}: {exc})\n"
         subject, _, text = rendered.partition("\n")
-        body["subject"], body["text"] = subject.strip(), text.strip() + "\n"
+        body["subject"] = " ".join(subject.split())  # one line, whatever a value held (a CR, a line separator)
+        body["text"] = text.strip() + "\n"
         return body
 
 
@@ -140,21 +139,27 @@ class Channels:
     async def _email(self, target: str, notification_id: str, message: dict[str, Any]) -> None:
         import aiosmtplib
 
-        mail = EmailMessage(policy=_MAIL_POLICY)
-        mail["From"], mail["To"], mail["Subject"] = self.smtp_from, target, message["subject"]
-        mail["Message-ID"] = f"<{notification_id}@orderhub>"  # the same id on every attempt: mail clients dedup
-        mail["X-Orderhub-Notification-Id"] = notification_id
-        mail["X-Orderhub-Kind"] = message["kind"]
-        mail.set_content(message["text"])
+        try:
+            mail = EmailMessage(policy=_MAIL_POLICY)
+            mail["From"], mail["To"], mail["Subject"] = self.smtp_from, target, message["subject"]
+            mail["Message-ID"] = f"<{notification_id}@orderhub>"  # the same id on every attempt: clients dedup
+            mail["X-Orderhub-Notification-Id"] = notification_id
+            mail["X-Orderhub-Kind"] = message["kind"]
+            mail.set_content(message["text"])
+            data = mail.as_bytes(policy=_MAIL_POLICY)
+        except (ValueError, TypeError) as exc:  # no retry makes a message that cannot be written right
+            raise DeliveryFailed(f"the message cannot be written as an e-mail: {exc}", permanent=True) from exc
         try:
             # sent as bytes flattened by our policy (aiosmtplib would flatten it again with its own)
-            await aiosmtplib.send(mail.as_bytes(policy=_MAIL_POLICY), sender=self.smtp_from, recipients=[target],
-                                  hostname=self.smtp_host, port=self.smtp_port, timeout=ATTEMPT_TIMEOUT_S,
-                                  start_tls=False, use_tls=False)
+            await aiosmtplib.send(data, sender=self.smtp_from, recipients=[target], hostname=self.smtp_host,
+                                  port=self.smtp_port, timeout=ATTEMPT_TIMEOUT_S, start_tls=False, use_tls=False)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             permanent = all(500 <= r.code < 600 for r in exc.recipients)
             raise DeliveryFailed(f"SMTP {self.smtp_host}:{self.smtp_port} refused {target}: {exc}",
                                  permanent=permanent) from exc
+        except aiosmtplib.SMTPResponseException as exc:  # 5xx: refused for good; 4xx: try again
+            raise DeliveryFailed(f"SMTP {self.smtp_host}:{self.smtp_port}: {exc.code} {exc.message}",
+                                 permanent=500 <= exc.code < 600) from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise DeliveryFailed(f"SMTP {self.smtp_host}:{self.smtp_port}: {type(exc).__name__}: {exc}") from exc
 
@@ -170,6 +175,8 @@ class Channels:
                    "webhook-signature": webhook_signature(self.webhook_secret, notification_id, timestamp, body)}
         try:
             response = await self._http.post(target, content=body, headers=headers)
+        except httpx.InvalidURL as exc:
+            raise DeliveryFailed(f"POST {target}: not a URL: {exc}", permanent=True) from exc
         except httpx.HTTPError as exc:
             raise DeliveryFailed(f"POST {target}: {type(exc).__name__}: {exc}") from exc
         if response.is_success:

@@ -1,5 +1,5 @@
 """The notifier's durable local state: the notifications to deliver, what it knows of each order,
-and how far it has read each topic. One SQLite file (``<state_dir>/notify/outbox.db``).
+and how far it has read each topic. One SQLite file (``<state_dir>/notify/<worker_name>.db``).
 
 - ``notifications``: every notification made, by its id (stored once: a record read twice makes
   the same ids), with its state: ``pending`` (with the attempts so far, the last error and when
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, subscriber TEXT NOT NULL,
     channel TEXT NOT NULL, target TEXT NOT NULL, kind TEXT NOT NULL, order_id TEXT, order_number TEXT,
     created_at REAL NOT NULL, message TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    next_at REAL NOT NULL, last_error TEXT, delivered_at REAL);
+    next_at REAL NOT NULL, last_error TEXT, delivered_at REAL, failing_since REAL);
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications (subscriber, state, seq);
 CREATE TABLE IF NOT EXISTS orders (order_id TEXT PRIMARY KEY, version INTEGER NOT NULL, number TEXT,
                                    values_json TEXT NOT NULL);
@@ -59,6 +59,8 @@ class Stored:
     next_at: float
     last_error: str | None
     delivered_at: float | None
+    #: When its attempts started failing (None: not failing); ``give_up_after_s`` counts from here.
+    failing_since: float | None
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class Outbox:
                                (order_id, known.version, known.number, json.dumps(known.values, sort_keys=True)))
             for (topic, partition), offset in offsets.items():
                 db.execute("INSERT INTO offsets (topic, partition, next) VALUES (?, ?, ?) ON CONFLICT (topic, partition)"
-                           " DO UPDATE SET next = MAX(next, excluded.next)", (topic, partition, offset))
+                           " DO UPDATE SET next = excluded.next", (topic, partition, offset))
         return added
 
     # --- delivering -------------------------------------------------------------------------
@@ -153,30 +155,39 @@ class Outbox:
             db.execute("UPDATE notifications SET state = ?, attempts = attempts + 1, delivered_at = ?, last_error = NULL"
                        " WHERE id = ?", (DELIVERED, time.time() if now is None else now, notification_id))
 
-    def failed(self, notification_id: str, error: str, next_at: float | None) -> None:
+    def failed(self, notification_id: str, error: str, next_at: float | None, now: float | None = None) -> None:
         """An attempt failed: try again at ``next_at``, or (None) keep it as undeliverable with the reason."""
-        with self._transaction() as db:
-            if next_at is None:
-                db.execute("UPDATE notifications SET state = ?, attempts = attempts + 1, last_error = ? WHERE id = ?",
-                           (UNDELIVERABLE, error, notification_id))
-            else:
-                db.execute("UPDATE notifications SET attempts = attempts + 1, last_error = ?, next_at = ? WHERE id = ?",
-                           (error, next_at, notification_id))
-
-    def retry(self, ids: Iterable[str] | None = None, now: float | None = None) -> int:
-        """Undeliverable notifications (these ids; None: all) are pending again, their attempts from 0."""
         now = time.time() if now is None else now
         with self._transaction() as db:
+            if next_at is None:
+                db.execute("UPDATE notifications SET state = ?, attempts = attempts + 1, last_error = ?, "
+                           "failing_since = COALESCE(failing_since, ?) WHERE id = ?",
+                           (UNDELIVERABLE, error, now, notification_id))
+            else:
+                db.execute("UPDATE notifications SET attempts = attempts + 1, last_error = ?, next_at = ?, "
+                           "failing_since = COALESCE(failing_since, ?) WHERE id = ?",
+                           (error, next_at, now, notification_id))
+
+    def retry(self, ids: Iterable[str] | None = None, now: float | None = None) -> int:
+        """Undeliverable notifications (these ids; None: all) are pending again, as if never tried."""
+        now = time.time() if now is None else now
+        again = "UPDATE notifications SET state = ?, attempts = 0, next_at = ?, failing_since = NULL WHERE state = ?"
+        with self._transaction() as db:
             if ids is None:
-                cursor = db.execute("UPDATE notifications SET state = ?, attempts = 0, next_at = ?, created_at = ? "
-                                    "WHERE state = ?", (PENDING, now, now, UNDELIVERABLE))
-                return cursor.rowcount
-            count = 0
-            for notification_id in ids:
-                count += db.execute("UPDATE notifications SET state = ?, attempts = 0, next_at = ?, created_at = ? "
-                                    "WHERE state = ? AND id = ?",
-                                    (PENDING, now, now, UNDELIVERABLE, notification_id)).rowcount
-            return count
+                return db.execute(again, (PENDING, now, UNDELIVERABLE)).rowcount
+            return sum(db.execute(again + " AND id = ?", (PENDING, now, UNDELIVERABLE, notification_id)).rowcount
+                       for notification_id in ids)
+
+    def give_up_unknown(self, subscribers: Iterable[str], now: float | None = None) -> int:
+        """Pending notifications of subscribers the configuration no longer has: kept as undeliverable."""
+        names = sorted(set(subscribers))
+        marks = ", ".join("?" for _ in names) or "''"
+        with self._transaction() as db:
+            return db.execute(f"UPDATE notifications SET state = ?, last_error = ?, "
+                              f"failing_since = COALESCE(failing_since, ?) WHERE state = ? "
+                              f"AND subscriber NOT IN ({marks})",
+                              (UNDELIVERABLE, "the subscriber is no longer in the notifications section",
+                               time.time() if now is None else now, PENDING, *names)).rowcount
 
     # --- for people -------------------------------------------------------------------------
 
@@ -203,7 +214,7 @@ class Outbox:
 
 
 _COLUMNS = ("seq, id, subscriber, channel, target, kind, order_id, order_number, created_at, message, state, attempts, "
-            "next_at, last_error, delivered_at")
+            "next_at, last_error, delivered_at, failing_since")
 
 
 def _stored(row: tuple[Any, ...]) -> Stored:

@@ -3,9 +3,12 @@ e-mail, signed webhooks and MQTT.
 
 1. It reads the state topic (what each order is: customer, due date, amounts) and the records
    people are told about: accepted changes, conflicts, rejections and due-date alerts. It goes on
-   where its outbox says it stopped; a partition it never read starts where the group committed
-   (another member of the group stored up to there) or, for a new group, at the end (it tells
-   what happens from now on), and the state topic at its beginning.
+   where its outbox says it stopped (or the group committed, when that is further); a partition
+   it never read starts at the end (it tells what happens from now on), the state topic at its
+   beginning. The events wait until the state topic is read to where it ended at assignment.
+   An order's values follow its changes (exact: rule 5 of ``hub.domain.notify``); a snapshot only
+   introduces an order not known yet. Run one notifier per hub: a second member would split the partitions, each keeping
+   its own outbox.
 2. Each batch's notifications go into the outbox (``hub.notify.outbox``) with the offsets after
    them, in one transaction: a crash between reading and storing reads the records again and
    makes the same notification ids, which the outbox keeps once. So every notification is made
@@ -14,9 +17,10 @@ e-mail, signed webhooks and MQTT.
    were made, each until it is acknowledged (SMTP accepted, HTTP 2xx, MQTT PUBACK): at least once,
    with the notification id receivers dedup by. A failed attempt is retried with back-off (0.5 s
    doubling to 30 s); a receiver that fails only delays its own notifications, never another's.
-   A notification that cannot be delivered (a 4xx, a refused address, or still failing after
-   ``give_up_after_s``) is kept as undeliverable with the reason (``orderhub notifications``) and
-   the next one goes.
+   A notification that cannot be delivered (a 4xx, a refused address or message, any error that
+   is not the receiver being away, or still failing ``give_up_after_s`` after its first failed
+   attempt) is kept as undeliverable with the reason (``orderhub notifications``) and the next
+   one goes.
 4. Delivery does not need Kafka: when Kafka goes away the reader restarts with back-off while the
    outbox keeps being delivered.
 
@@ -26,6 +30,7 @@ A record no schema reads goes to the dead-letter topic with why.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -34,7 +39,7 @@ from typing import Any, Callable
 
 from hub.domain import notify
 from hub.domain.fields import canonical_json, field_values, kind_of
-from hub.domain.notify import Notice, Notifications
+from hub.domain.notify import Notice, Notifications, Subscriber
 from hub.errors import ConfigError, UndecodableRecord
 from hub.events import OrderAlert, OrderChange, OrderConflict, OrderRejection, OrderSnapshot
 from hub.notify.channels import Channels, DeliveryFailed, Renderer
@@ -82,9 +87,56 @@ class Reader:
                         self.topics.conflicts: ("order_conflict", OrderConflict),
                         self.topics.rejections: ("order_rejection", OrderRejection),
                         self.topics.alerts: ("order_alert", OrderAlert)}
+        #: The state topic's ends at assignment: the events wait (paused) until it is read to there.
         self._targets: dict[Any, int] = {}
+        self._paused: list[Any] = []
+        #: True while the state topic is read to where it ended at assignment (the events wait).
+        self._seeding = True
+        #: Orders known from a snapshot and none of their changes yet: a newer snapshot replaces it.
+        self._introduced: set[str] = set()
+        self._assigned = False
+        #: Held while a batch is stored; a revocation takes it, so nothing is stored after it.
+        self._taking = asyncio.Lock()
         self._failed: BaseException | None = None
         self.ready = asyncio.Event()
+
+    async def _start_at(self, consumer: Any, assigned: set) -> None:
+        """Rule 1: each partition where the outbox says (or the group committed, when further: another
+        member stored up to there); one never read: the state topic from its start, the rest from now.
+        The events wait until the state topic is read to its end; where they start is stored at once."""
+        stored = await asyncio.to_thread(self.outbox.offsets)
+        state = [tp for tp in assigned if tp.topic == self.topics.state]
+        events = [tp for tp in assigned if tp.topic != self.topics.state]
+        ends = await consumer.end_offsets(list(assigned)) if assigned else {}
+        beginnings = await consumer.beginning_offsets(list(assigned)) if assigned else {}
+        fresh_state, fresh_events = [], []
+        for tp in assigned:
+            at = stored.get((tp.topic, tp.partition))
+            if tp.topic != self.topics.state and (committed := await consumer.committed(tp)) is not None:
+                at = committed if at is None else max(at, committed)
+            if at is not None and not beginnings[tp] <= at <= ends[tp]:
+                log.warning("%s[%d]: the outbox says offset %d, the topic holds %d to %d (recreated?): reading it "
+                            "from its %s", tp.topic, tp.partition, at, beginnings[tp], ends[tp],
+                            "beginning" if tp.topic == self.topics.state else "end")
+                at = None
+            if at is not None:
+                consumer.seek(tp, at)
+            elif tp.topic == self.topics.state:
+                fresh_state.append(tp)
+            else:
+                fresh_events.append(tp)
+        if fresh_state:
+            await consumer.seek_to_beginning(*fresh_state)
+        if fresh_events:
+            await consumer.seek_to_end(*fresh_events)
+        positions = {(tp.topic, tp.partition): await consumer.position(tp) for tp in events}
+        await asyncio.to_thread(self.outbox.store, [], {}, positions)  # a quiet partition is not read from now again
+        self._targets = {tp: ends[tp] for tp in state}
+        self._seeding = True
+        if events:
+            consumer.pause(*events)
+        self._paused = events
+        self._assigned = True
 
     async def run(self, stop: asyncio.Event) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -94,28 +146,12 @@ class Reader:
 
         class Listener(ConsumerRebalanceListener):
             async def on_partitions_revoked(self, revoked: object) -> None:
-                return None
+                async with reader._taking:  # the batch in hand is stored first; none after this
+                    reader._assigned = False
 
             async def on_partitions_assigned(self, assigned: set) -> None:
-                try:  # rule 1: where the outbox says; else the state topic from its start, the rest from
-                    # where the group committed (another member stored up to there), or from now
-                    stored = await asyncio.to_thread(reader.outbox.offsets)
-                    beginning, end = [], []
-                    for tp in assigned:
-                        if (tp.topic, tp.partition) in stored:
-                            consumer.seek(tp, stored[(tp.topic, tp.partition)])
-                        elif tp.topic == reader.topics.state:
-                            beginning.append(tp)
-                        elif (committed := await consumer.committed(tp)) is not None:
-                            consumer.seek(tp, committed)
-                        else:
-                            end.append(tp)
-                    if beginning:
-                        await consumer.seek_to_beginning(*beginning)
-                    if end:
-                        await consumer.seek_to_end(*end)
-                    state = [tp for tp in assigned if tp.topic == reader.topics.state]
-                    reader._targets = await consumer.end_offsets(state) if state else {}
+                try:
+                    await reader._start_at(consumer, assigned)
                 except Exception as exc:  # noqa: BLE001 - aiokafka would only log it; the loop raises it
                     reader._failed = exc
 
@@ -134,14 +170,22 @@ class Reader:
                 batch = await consumer.getmany(timeout_ms=200, max_records=500)
                 if self._failed is not None:
                     raise self._failed
-                if batch:
-                    await self._take(batch, producer)
-                    # the offsets are the outbox's; committed too, so operations see the group's lag
-                    with contextlib.suppress(Exception):
-                        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
-                if not self.ready.is_set() and consumer.assignment() and await self._caught_up(consumer):
-                    self.ready.set()
-                    log.info(READY)
+                async with self._taking:
+                    if not self._assigned:
+                        continue  # revoked since it was fetched: its next owner reads it
+                    if batch:
+                        await self._take(batch, producer)
+                        # the offsets are the outbox's; committed too, so operations see the group's lag
+                        with contextlib.suppress(Exception):
+                            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+                    if self._seeding and await self._caught_up(consumer):
+                        if self._paused:
+                            consumer.resume(*self._paused)  # the orders are known: now what happened to them
+                        self._paused = []
+                        self._seeding = False
+                        if not self.ready.is_set():
+                            self.ready.set()
+                            log.info(READY)
         finally:
             await consumer.stop()
             await producer.stop()
@@ -188,11 +232,15 @@ class Reader:
         known = self._known(getattr(event, "order_id", None), orders)
         values = known.values if known else {}
         if isinstance(event, OrderSnapshot):
-            if known is None or known.version <= event.version:
+            # an order's values follow its changes; a snapshot only introduces an order not known yet
+            # (or a newer snapshot of one introduced so, before any of its changes was read)
+            if known is None or (event.order_id in self._introduced and known.version < event.version):
                 orders[event.order_id] = known_of(event)
+                self._introduced.add(event.order_id)
             return []
         if isinstance(event, OrderChange):
             before, after = notify.around(values, known.version if known else None, event)
+            self._introduced.discard(event.order_id)
             if known is None or known.version < event.version:
                 orders[event.order_id] = Known(event.version, event.order_number, after)
             return notify.of_change(event, before, after, self.approvals)
@@ -222,11 +270,12 @@ class Reader:
 
 
 class Deliverer:
-    """Rule 3: one subscriber's notifications, in order, each until acknowledged or given up."""
+    """Rule 3: one subscriber's notifications, in order, each until acknowledged or given up. Sent to the
+    subscriber's address as the configuration says now (an address changed since is the one used)."""
 
-    def __init__(self, name: str, outbox: Outbox, channels: Channels, give_up_after_s: float,
+    def __init__(self, subscriber: Subscriber, outbox: Outbox, channels: Channels, give_up_after_s: float,
                  clock: Callable[[], float] = time.time) -> None:
-        self.name, self.outbox, self.channels = name, outbox, channels
+        self.subscriber, self.name, self.outbox, self.channels = subscriber, subscriber.name, outbox, channels
         self.give_up_after_s, self.clock = give_up_after_s, clock
         self.wake = asyncio.Event()
 
@@ -243,17 +292,22 @@ class Deliverer:
 
     async def _attempt(self, item: Stored) -> None:
         try:
-            await self.channels.send(item.channel, item.target, item.id, item.message)
-        except DeliveryFailed as exc:
+            await self.channels.send(self.subscriber.channel, self.subscriber.target, item.id, item.message)
+        except Exception as exc:  # noqa: BLE001 - whatever fails, it fails for this notification only
+            failure = exc if isinstance(exc, DeliveryFailed) else DeliveryFailed(
+                f"{type(exc).__name__}: {exc}", permanent=True)
+            if not isinstance(exc, DeliveryFailed):
+                log.exception("notification %s to %s failed unexpectedly", item.id, self.name)
             now = self.clock()
-            if exc.permanent or now - item.created_at >= self.give_up_after_s:
-                why = str(exc) if exc.permanent else f"still failing after {now - item.created_at:.0f} s: {exc}"
+            since = item.failing_since if item.failing_since is not None else now
+            if failure.permanent or now - since >= self.give_up_after_s:
+                why = str(failure) if failure.permanent else f"still failing after {now - since:.0f} s: {failure}"
                 log.error("notification %s (%s to %s) is undeliverable: %s", item.id, item.kind, self.name, why)
-                await asyncio.to_thread(self.outbox.failed, item.id, why, None)
+                await asyncio.to_thread(self.outbox.failed, item.id, why, None, now)
             else:
                 delay = backoff_s(item.attempts)
-                log.warning("notification %s to %s: %s; again in %.1fs", item.id, self.name, exc, delay)
-                await asyncio.to_thread(self.outbox.failed, item.id, str(exc), now + delay)
+                log.warning("notification %s to %s: %s; again in %.1fs", item.id, self.name, failure, delay)
+                await asyncio.to_thread(self.outbox.failed, item.id, str(failure), now + delay, now)
         else:
             await asyncio.to_thread(self.outbox.delivered, item.id)
             log.info("notified %s: %s", self.name, item.message.get("subject"))
@@ -261,10 +315,26 @@ class Deliverer:
 
 def channels_of(settings: Settings, config: Notifications) -> Channels:
     """The channels the subscribers need, from the settings (a webhook without a secret stops the start)."""
+    import binascii
+
+    import httpx
+
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    if not secret and any(s.channel == "webhook" for s in config.subscribers):
+    webhooks = [s for s in config.subscribers if s.channel == "webhook"]
+    if not secret and webhooks:
         raise ConfigError("notifications: a subscriber has a webhook, but ORDERHUB_WEBHOOK_SECRET is not set "
                           "(webhooks are signed with it)")
+    if secret and secret.startswith("whsec_"):
+        try:
+            base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except binascii.Error:
+            raise ConfigError("ORDERHUB_WEBHOOK_SECRET starts with whsec_ but what follows is not base64") from None
+    for subscriber in webhooks:
+        try:
+            httpx.URL(subscriber.target).port  # noqa: B018 - parsing it is the check
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ConfigError(f"notifications: subscriber {subscriber.name}: {subscriber.target!r} is not a URL "
+                              f"({exc})") from None
     return Channels(smtp_host=settings.smtp_host, smtp_port=settings.smtp_port, smtp_from=settings.smtp_from,
                     mqtt_host=settings.mqtt_host, mqtt_port=settings.mqtt_port, webhook_secret=secret)
 
@@ -296,7 +366,9 @@ async def run_notify(settings: Settings, *, stop: asyncio.Event | None = None) -
     renderer = Renderer(config)
     channels = channels_of(settings, config)
     outbox = Outbox(outbox_path(settings))
-    deliverers = [Deliverer(s.name, outbox, channels, config.give_up_after_s) for s in config.subscribers]
+    deliverers = [Deliverer(s, outbox, channels, config.give_up_after_s) for s in config.subscribers]
+    if dropped := outbox.give_up_unknown(s.name for s in config.subscribers):
+        log.warning("%d pending notification(s) of subscribers no longer configured kept as undeliverable", dropped)
 
     def wake() -> None:
         for deliverer in deliverers:

@@ -234,23 +234,77 @@ def test_the_outbox_keeps_an_id_once_with_the_offsets_and_delivers_in_order(tmp_
     try:
         assert outbox.store([stored("a"), stored("b")], {"O-1": Known(2, "ORD-2026-000001", {"status": '"DRAFT"'})},
                             {("t", 0): 5}, now=100.0) == 2
-        # the same records read again after a crash: nothing new, the offset never goes back
-        assert outbox.store([stored("a"), stored("b")], {}, {("t", 0): 3}, now=101.0) == 0
+        # the same records read again after a crash: nothing new
+        assert outbox.store([stored("a"), stored("b")], {}, {("t", 0): 5}, now=101.0) == 0
         assert outbox.offsets() == {("t", 0): 5}
         assert outbox.known("O-1") == Known(2, "ORD-2026-000001", {"status": '"DRAFT"'})
         first = outbox.next_due("erp-hook")
         assert first.id == "a" and first.state == PENDING and first.next_at == 100.0
-        outbox.failed("a", "HTTP 503", next_at=130.0)
+        outbox.failed("a", "HTTP 503", next_at=130.0, now=120.0)
+        assert outbox.next_due("erp-hook").failing_since == 120.0
         assert outbox.next_due("erp-hook").id == "a", "the next one waits: a subscriber's order is kept"
         outbox.delivered("a", now=131.0)
-        outbox.failed("b", "HTTP 410 gone", next_at=None)
+        outbox.failed("b", "HTTP 410 gone", next_at=None, now=132.0)
         assert outbox.next_due("erp-hook") is None
         assert outbox.counts() == {PENDING: 0, DELIVERED: 1, UNDELIVERABLE: 1}
         (kept,) = outbox.listing(state=UNDELIVERABLE)
         assert (kept.id, kept.last_error, kept.attempts) == ("b", "HTTP 410 gone", 1)
         assert outbox.retry(["b"], now=200.0) == 1
         again = outbox.next_due("erp-hook")
-        assert (again.id, again.attempts, again.created_at) == ("b", 0, 200.0)
+        assert (again.id, again.attempts, again.created_at, again.failing_since) == ("b", 0, 100.0, None)
+        # a subscriber taken out of the configuration: what waits for it is kept as undeliverable
+        assert outbox.give_up_unknown(["sales-desk"]) == 1 and outbox.next_due("erp-hook") is None
         assert [n.id for n in outbox.listing(order_id="ORD-2026-000001")] == ["b", "a"]
     finally:
         outbox.close()
+
+
+def test_in_sequence_the_next_level_is_told_when_the_one_before_approved() -> None:
+    doc = {**WORKFLOW_DOC, "approvals": {**WORKFLOW_DOC["approvals"], "order": "sequence"},
+           "notifications": {"subscribers": SUBSCRIBERS}}
+    sequence = Workflow.parse(doc)
+    _, decisions = run([
+        creation(),
+        proposal("erp", {"amounts.gross": Decimal("60000.00"), "currency": "EUR", "status": "CONFIRMED"}, base=1,
+                 system="ERP"),
+        proposal("sales", {"approvals.sales": {"decision": "approved"}}, base=2, system="HUB", role="sales_manager"),
+    ], rules=RULES.with_workflow(sequence))
+    known, version, told_roles = {}, None, []
+    for decision in decisions:
+        before, after = notify.around(known, version, decision.change)
+        known, version = after, decision.change.version
+        told_roles += [n.roles for n in notify.of_change(decision.change, before, after, sequence.approvals)
+                       if n.kind == "approval_waiting"]
+    assert told_roles == [("sales_manager",), ("plant_manager",)]
+
+
+def test_a_level_that_came_due_while_the_order_was_held_is_told_when_the_hold_is_lifted() -> None:
+    _, decisions = run([
+        creation(),
+        proposal("erp", {"amounts.gross": Decimal("12000.00"), "currency": "EUR", "status": "CONFIRMED"}, base=1,
+                 system="ERP"),
+        proposal("sales", {"approvals.sales": {"decision": "approved"}}, base=2, system="HUB", role="sales_manager"),
+        proposal("hold", {"on_hold": True, "hold_reasons": ["credit check"]}, base=3, system="HUB", role="planner"),
+        proposal("more", {"amounts.gross": Decimal("75000.00")}, base=4, system="ERP"),
+        proposal("lift", {"on_hold": False, "hold_reasons": []}, base=5, system="HUB", role="planner"),
+    ], rules=RULES_WF)
+    assert [d.kind for d in decisions] == [DecisionKind.CREATED] + [DecisionKind.APPLIED] * 5
+    assert decisions[4].state.status == "CONFIRMED" and decisions[4].state.to_snapshot().on_hold
+    waiting = [(kind, roles) for kind, name, roles in told(decisions) if kind == "approval_waiting"
+               and name == "erp-hook"]
+    # told at CONFIRMED (sales), nothing while held, plant once the hold is lifted
+    assert waiting == [("approval_waiting", ("sales_manager",)), ("approval_waiting", ("plant_manager",))]
+
+
+def test_the_status_before_and_after_are_the_changes_own_whatever_version_is_known() -> None:
+    _, decisions = run([creation(), proposal("erp", {"status": "CONFIRMED"}, base=1, system="ERP"),
+                        proposal("po", {"customer_po_number": "PO-7"}, base=2, system="CRM")], rules=RULES_WF)
+    ahead = known_of(decisions[2].snapshot)  # version 3 read before the change that made version 2
+    before, after = notify.around(ahead.values, ahead.version, decisions[1].change)
+    assert (before["status"], after["status"]) == ('"DRAFT"', '"CONFIRMED"')
+    behind = known_of(decisions[0].snapshot)  # version 1 known, version 3's change read (2 was missed)
+    before, after = notify.around(behind.values, behind.version, decisions[2].change)
+    assert (before.get("customer_po_number"), after["customer_po_number"]) == (None, '"PO-7"')
+    (status,) = notify.of_change(decisions[1].change, *notify.around(ahead.values, ahead.version,
+                                                                     decisions[1].change), WORKFLOW.approvals)
+    assert status.details == {"previous_status": "DRAFT"} and status.status == "CONFIRMED"
