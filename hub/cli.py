@@ -92,6 +92,55 @@ def _notify(args: argparse.Namespace) -> int:
     return asyncio.run(run_notify(get_settings()))
 
 
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from hub.api.app import create_app
+    from hub.logs import configure
+
+    settings = get_settings()
+    configure(settings)
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
+                proxy_headers=False)
+    return 0
+
+
+def _users(args: argparse.Namespace) -> int:
+    """``orderhub users add|role|disable|enable|password|list``: the API's local users."""
+    import getpass
+
+    from hub.api.users import Users
+
+    users = Users(get_settings().read_model_url)
+    try:
+        if args.action == "list":
+            for user in users.list():
+                print(f"{user.username:<24} {', '.join(user.roles):<40} {'disabled' if user.disabled else 'enabled'}")
+            return 0
+        if not args.username:
+            raise InvalidInput(f"orderhub users {args.action} needs a user name")
+        if args.action in ("add", "password"):
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\n")
+            else:
+                password = getpass.getpass(f"password for {args.username}: ")
+            if args.action == "add":
+                user = users.add(args.username, password, args.roles)
+                print(f"added {user.username} with roles {', '.join(user.roles)}")
+            else:
+                users.set_password(args.username, password)
+                print(f"password of {args.username} changed")
+        elif args.action == "role":
+            user = users.set_roles(args.username, args.roles)
+            print(f"{user.username} now has the roles {', '.join(user.roles)}")
+        else:
+            user = users.set_disabled(args.username, args.action == "disable")
+            print(f"{user.username} is {'disabled' if user.disabled else 'enabled'}")
+        return 0
+    finally:
+        users.close()
+
+
 def _notifications(args: argparse.Namespace) -> int:
     """What the notifier's outbox holds: pending, delivered, undeliverable (with why); ``retry`` sends
     undeliverable ones again (the notifier picks them up)."""
@@ -271,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     alerts = sub.add_parser("alerts", help="watch due dates: raise and clear the due-date alerts of workflow.yaml "
                                            "(Ctrl-C or SIGTERM stops)")
     alerts.set_defaults(func=_alerts)
+
+    api = sub.add_parser("api", help="serve the REST API (and the web app) on ORDERHUB_API_HOST:ORDERHUB_API_PORT")
+    api.set_defaults(func=_api)
+    users = sub.add_parser("users", help="the API's local users: add, role, disable, enable, password, list")
+    users.add_argument("action", choices=["add", "role", "disable", "enable", "password", "list"])
+    users.add_argument("username", nargs="?")
+    users.add_argument("--role", dest="roles", action="append", default=[],
+                       help="a HUB role (repeat for several): sales, planner, sales_manager, plant_manager, ...")
+    users.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    users.set_defaults(func=_users)
 
     notifier = sub.add_parser("notify", help="tell people: deliver the notifications of workflow.yaml (e-mail, signed "
                               "webhooks, MQTT) for status changes, approvals waiting, alerts, conflicts, rejections")

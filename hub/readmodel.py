@@ -440,13 +440,17 @@ class ReadModel:
         return {**row, "lines": [dict(r) for r in lines], "external_refs": [dict(r) for r in refs]}
 
     def list_orders(self, *, status: LifecycleStatus | str | None = None, customer_id: str | None = None,
-                    on_hold: bool | None = None, due_before: dt.date | None = None, text: str | None = None,
+                    on_hold: bool | None = None, due_before: dt.date | None = None, due_from: dt.date | None = None,
+                    alerted: bool | None = None, overdue_on: dt.date | None = None, text: str | None = None,
                     limit: int = 50, offset: int = 0) -> list[OrderSummary]:
         """Orders matching every filter given, most recently updated first, one page of them.
 
-        ``due_before``: requested delivery strictly before that date (orders without one never
-        match). ``text``: case-insensitive part of the order number, customer id or name, or an
-        external id or number. ``limit`` and ``offset`` page through the result.
+        ``due_before`` / ``due_from``: requested delivery strictly before / on or after that date
+        (orders without one never match). ``alerted``: with (True) or without (False) an open
+        due-date alert. ``overdue_on``: still open (not shipped, closed or cancelled) with the due
+        date (promised, else requested) before that day. ``text``: case-insensitive part of the
+        order number, customer id or name, or an external id or number. ``limit`` and ``offset``
+        page through the result.
         """
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must not be negative, not {limit} and {offset}")
@@ -460,6 +464,13 @@ class ReadModel:
             filters.append(o.on_hold == on_hold)
         if due_before is not None:
             filters.append(o.requested_delivery < due_before)
+        if due_from is not None:
+            filters.append(o.requested_delivery >= due_from)
+        if alerted is not None:
+            filters.append(o.order_id.in_(_open_alert_orders()) if alerted else o.order_id.not_in(_open_alert_orders()))
+        if overdue_on is not None:
+            due = func.coalesce(o.promised_delivery, o.requested_delivery)
+            filters.append(and_(due < overdue_on, o.status.not_in(("SHIPPED", "CLOSED", "CANCELLED"))))
         if text:
             filters.append(_text_matches(text))
         query = (select(*(o[name] for name in _SUMMARY_COLUMNS)).where(*filters)
@@ -502,6 +513,27 @@ class ReadModel:
         alerts = self.alerts(order_id)
         cleared = {(a.stage, a.due_date, a.occurrence) for a in alerts if a.kind == "CLEARED"}
         return [a for a in alerts if a.kind == "RAISED" and (a.stage, a.due_date, a.occurrence) not in cleared]
+
+    def version_of(self, order_id: str) -> int | None:
+        """The order's current version in the read model (None before its snapshot is projected)."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(orders.c.version).where(orders.c.order_id == order_id)).scalar()
+
+    def alert(self, record_id: str) -> OrderAlert:
+        """One alert record by its record id; LookupError when there is none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(order_alerts).where(order_alerts.c.record_id == record_id)).mappings().first()
+        if row is None:
+            raise LookupError(f"no alert {record_id!r}")
+        return OrderAlert.model_validate(dict(row))
+
+    def every_open_alert(self, *, limit: int = 100, offset: int = 0) -> list[OrderAlert]:
+        """Every order's open alerts, the most recently raised first, one page of them."""
+        raised, is_open = _open_raised()
+        query = (select(raised).where(is_open).order_by(raised.c.decided_at.desc(), raised.c.record_id)
+                 .limit(limit).offset(offset))
+        with self.engine.connect() as conn:
+            return [OrderAlert.model_validate(dict(r)) for r in conn.execute(query).mappings()]
 
     def rejections(self, order_id: str) -> list[OrderRejection]:
         """The order's refused proposals, in the order they were decided."""
@@ -622,6 +654,14 @@ class ReadModel:
         return [LeadTime("rejection", order_id, number, record_id, decided_at, accepted_at)
                 for order_id, number, record_id, decided_at, accepted_at in conn.execute(query)]
 
+    def conflict(self, record_id: str) -> ConflictRecord:
+        """One recorded conflict by its record id; LookupError when there is none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(order_conflicts).where(order_conflicts.c.record_id == record_id)).mappings().first()
+        if row is None:
+            raise LookupError(f"no conflict {record_id!r}")
+        return _conflict_record(row)
+
     def parked_conflicts(self, *, limit: int = 100) -> list[ConflictRecord]:
         """Conflicts waiting for a person, across all orders, the longest waiting first."""
         c = order_conflicts.c
@@ -664,6 +704,23 @@ def _use_wal(dbapi_connection: sqlite3.Connection) -> None:
 
 _SUMMARY_COLUMNS = ("order_id", "order_number", "version", "status", "on_hold", "customer_id", "customer_name",
                     "requested_delivery", "promised_delivery", "amount_net", "currency", "updated_at")
+
+
+def _open_raised() -> tuple[Any, ColumnElement[bool]]:
+    """The alerts raised and not cleared (paired by stage, due date and occurrence, as ``open_alerts``
+    pairs them): the ``raised`` alias and the condition on it."""
+    raised, cleared = order_alerts.alias("raised"), order_alerts.alias("cleared")
+    closed = (select(cleared.c.record_id)
+              .where(cleared.c.kind == "CLEARED", cleared.c.order_id == raised.c.order_id,
+                     cleared.c.stage == raised.c.stage, cleared.c.due_date == raised.c.due_date,
+                     cleared.c.occurrence == raised.c.occurrence).exists())
+    return raised, and_(raised.c.kind == "RAISED", ~closed)
+
+
+def _open_alert_orders() -> Any:
+    """The ids of orders with an open due-date alert."""
+    raised, is_open = _open_raised()
+    return select(raised.c.order_id).where(is_open)
 
 
 def _text_matches(text: str) -> ColumnElement[bool]:

@@ -118,6 +118,22 @@ class Settings(BaseSettings):
         "Needed when a subscriber has a webhook."
     )
 
+    api_host: str = Field("127.0.0.1", description="Where `orderhub api` listens.")
+    api_port: int = Field(8080, description="Its port (the web app and the REST API under /api/v1).")
+    api_secret: SecretStr | None = Field(
+        None, description="The key API tokens and session cookies are signed with (a secret: never printed). Unset: "
+        "a random key kept in `<state_dir>/api/secret`; give every API process of one hub the same."
+    )
+    public_url: str | None = Field(
+        None, description="The address people reach the web app at (e.g. `https://orders.plant.example`): what "
+        "work orders' QR codes and notifications link to. Unset: the address the request came to."
+    )
+    api_token_ttl_s: float = Field(900.0, description="How long an API token or browser session is valid.")
+    api_answer_timeout_s: float = Field(
+        10.0, description="How long a write through the API waits for the engine's decision before it answers 202 "
+        "with where to ask again."
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_json: bool = Field(
         False, description="Reserved for JSON log lines (one object per line, for log collectors); nothing reads "

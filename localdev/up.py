@@ -10,7 +10,7 @@ What it starts, in order, each recorded so that Ctrl-C stops exactly what was st
 3. The engine (``orderhub worker``: decide + read model), the due-date alerts (``orderhub
    alerts``), the notifier (``orderhub notify``: e-mail to the sink, displays over Mosquitto) and
    the connectors (``orderhub connectors run`` over a generated ``connectors.yaml`` pointing at
-   the sandboxes), each a child process ended by its PID.
+   the sandboxes) and the REST API (``orderhub api``), each a child process ended by its PID.
 
 ``stack.json`` in ``<state_dir>/up/`` says where everything is; ``orderhub demo`` reads it.
 """
@@ -33,10 +33,10 @@ from hub.settings import Settings
 from localdev import process
 
 #: The hub's own processes ``up`` starts, each with its log and pid file in ``<state_dir>/up/``.
-CHILDREN = ("engine", "alerts", "notify", "connectors")
+CHILDREN = ("engine", "alerts", "notify", "connectors", "api")
 
 #: Ports of the sandboxes on 127.0.0.1 (fixed, so a person can point a browser or a client at them).
-PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883, "smtp": 18025}
+PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883, "smtp": 18025, "api": 8080}
 WEBHOOK_SECRET = "orderhub-sandbox-webhook-secret"
 
 
@@ -60,6 +60,8 @@ class Stack:
     logs: dict[str, str]
     #: The mail sink notifications go to: its SMTP port and the folder ``mailsink.messages`` reads.
     mail: dict[str, Any] = field(default_factory=dict)
+    #: The REST API's base URL (``orderhub api``).
+    api: str = ""
 
     @classmethod
     def read(cls, settings: Settings) -> "Stack":
@@ -149,7 +151,8 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
         say(f"mail sink    smtp://{smtp} (notification e-mails, kept in {mailsink.maildir(sandboxes)})")
         # the notifier tells people through the sandboxes: e-mail to the sink, displays over the MES's broker
         settings = settings.model_copy(update={"smtp_host": "127.0.0.1", "smtp_port": ports["smtp"],
-                                               "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"]})
+                                               "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"],
+                                               "api_host": "127.0.0.1", "api_port": ports["api"]})
 
         stack = Stack(
             bootstrap=settings.bootstrap_servers, kafka_started=kafka_started, read_model=settings.read_model_url,
@@ -158,10 +161,12 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
             erp={"url": erp_url, "user": sap.USER, "password": sap.PASSWORD},
             mes={"opc_url": opc_url, "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"]},
             logs={name: str(home / f"{name}.log") for name in CHILDREN},
-            mail={"smtp_port": ports["smtp"], "state_dir": str(sandboxes), "maildir": str(mailsink.maildir(sandboxes))})
+            mail={"smtp_port": ports["smtp"], "state_dir": str(sandboxes), "maildir": str(mailsink.maildir(sandboxes))},
+            api=f"http://127.0.0.1:{ports['api']}")
         (home / "connectors.yaml").write_text(yaml.safe_dump(connectors_yaml(stack), sort_keys=False))
         for name, argv in (("engine", ["worker"]), ("alerts", ["alerts"]), ("notify", ["notify"]),
-                           ("connectors", ["connectors", "run", "--file", str(home / "connectors.yaml")])):
+                           ("connectors", ["connectors", "run", "--file", str(home / "connectors.yaml")]),
+                           ("api", ["api"])):
             pid = process.spawn([sys.executable, "-m", "hub.cli", *argv], log=home / f"{name}.log",
                                 pidfile=home / f"{name}.pid", env=child_environment(settings))
             stops.append(lambda name=name: process.stop_recorded(home / f"{name}.pid", timeout=40))
@@ -212,6 +217,8 @@ def run(settings: Settings, *, local_kafka: bool) -> int:
           "the hub is up. In another terminal:\n"
           "  orderhub demo                     an order from won opportunity to completed, step by step\n"
           "  orderhub orders show ORDER        / history ORDER / conflicts ORDER\n"
+          f"  {stack.api}/api/docs     the REST API (log in as a user `orderhub users add` made)\n"
+          "  orderhub notifications            what the notifier sent, and what it could not\n"
           f"logs: {', '.join(stack.logs.values())}\n"
           "Ctrl-C stops everything orderhub up started.")
     stopped = threading.Event()

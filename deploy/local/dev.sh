@@ -6,8 +6,9 @@
 #   bash deploy/local/dev.sh test    the schema gate, then every test (real Kafka, real PostgreSQL, both
 #                                    started here and stopped again on any exit)
 #   bash deploy/local/dev.sh bench   the engine benchmark (bench/README.md), with the Quix peer installed
-# Both first install what is missing: Java 17, Maven, PostgreSQL and Mosquitto from Debian's
-# packages, a venv in .venv with the project, its connectors, sandboxes and test extra. Extra arguments go to the worker or to pytest.
+# Both first install what is missing: Java 17, Maven, PostgreSQL and Mosquitto (and, for the tests,
+# Chromium) from Debian's packages, a venv in .venv with the project, its connectors, sandboxes and
+# test extra. Extra arguments go to the worker or to pytest.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -22,6 +23,8 @@ setup() {
   ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
   command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
   python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+  # the browser tests drive Debian's Chromium (Playwright, no browser download)
+  [ "${1:-}" != test ] || [ -x /usr/bin/chromium ] || need+=(chromium)
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} from Debian's packages"
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
@@ -42,7 +45,7 @@ case "$command" in
     exec .venv/bin/orderhub up "$@"
     ;;
   test)
-    setup
+    setup test
     .venv/bin/orderhub schemas check
     # Kafka and PostgreSQL are started here, before any test, so a failing download or start-up
     # says so first; whatever this script started it stops again on any exit, failing or not.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -54,6 +55,8 @@ class Rules:
     policies: dict[str, str] = field(default_factory=dict)
     #: The plant's workflow rules (workflow.yaml), which ``decide`` enforces too; None: none.
     workflow: Workflow | None = None
+    #: Fields some HUB roles do not see (``hidden:``): field path (``lines.*.x`` for lines) -> roles.
+    hidden: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, workflow: Path | None = None) -> "Rules":
@@ -92,6 +95,7 @@ class Rules:
                 status_owner=doc["status"]["owner"],
                 default_policy=doc["conflicts"]["default"],
                 policies=dict(doc["conflicts"].get("fields", {})),
+                hidden={name: tuple(roles) for name, roles in (doc.get("hidden") or {}).items()},
             )
         except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"{path}: cannot read ownership rules: {exc!r}") from exc
@@ -121,6 +125,17 @@ class Rules:
                 raise ConfigError(f"{source}: conflicts.{name}: {policy!r} is neither {OWNER_WINS} nor {MANUAL}")
         if unknown := sorted(set(self.policies) - known):
             raise ConfigError(f"{source}: conflicts.fields names fields the order does not have: {', '.join(unknown)}")
+        if unknown := sorted(set(self.hidden) - known):
+            raise ConfigError(f"{source}: hidden names fields the order does not have: {', '.join(unknown)}")
+        for name, roles in self.hidden.items():
+            if not roles or not all(isinstance(role, str) and role for role in roles):
+                raise ConfigError(f"{source}: hidden.{name}: expected a list of HUB roles")
+
+    def hidden_from(self, roles: Iterable[str]) -> frozenset[str]:
+        """The field paths (``lines.*.x`` for line fields) a person with these roles does not see: those
+        every one of their roles is hidden from (a role that sees a field lets its holder see it)."""
+        held = set(roles)
+        return frozenset(path for path, hidden in self.hidden.items() if held and held <= set(hidden))
 
     def rule_for(self, path: str) -> FieldRule:
         """The rule of a field path (line numbers generalised to ``*``)."""

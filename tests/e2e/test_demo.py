@@ -8,6 +8,7 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hub.readmodel import ReadModel
@@ -26,7 +27,7 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
     Ctrl-C's stop leaves no process of the stack running."""
     settings = namespaced_settings(kafka_settings, tmp_path)
     said: list[str] = []
-    ports = {name: process.free_port() for name in ("crm", "crm_webhook", "erp", "mes", "mqtt", "smtp")}
+    ports = {name: process.free_port() for name in ("crm", "crm_webhook", "erp", "mes", "mqtt", "smtp", "api")}
     stack, stop_all = start(settings, said.append, local_kafka=False, ports=ports)
     home = folder(settings)
     pids = [process.recorded_pid(home / f"{name}.pid") for name in CHILDREN]
@@ -39,6 +40,10 @@ def test_up_and_demo_take_an_order_from_won_opportunity_to_completed(kafka_setti
             _tell_what_the_stack_said(settings)
             raise
         erp_orders = sap.sales_orders_with_text(stack.erp["url"], "ZHUB", run.order_id)
+        # the REST API `up` started: its description is published, the orders are not without a login
+        assert httpx.get(f"{stack.api}/api/openapi.json", timeout=30).json()["info"]["title"] == "orderhub"
+        refused = httpx.get(f"{stack.api}/api/v1/orders/{run.order_number}", timeout=30)
+        assert refused.status_code == 401 and run.order_number not in refused.text
     finally:
         stop_all()
     assert not any(process.alive(pid) for pid in pids if pid), "the engine and the connectors are stopped"

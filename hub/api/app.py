@@ -1,0 +1,751 @@
+"""The REST API (``orderhub api``): FastAPI over the read model (reads) and the client API (writes).
+
+1. Every endpoint but login needs credentials (``hub.api.auth``); a user's roles decide what they
+   may do: a write is a proposal by ``HUB:<role>`` that ownership.yaml and workflow.yaml judge like
+   any connector's, so the API adds no rules of its own to the engine's.
+2. A write is answered with the engine's decision: 200 (created, applied, merged, resolved,
+   unchanged, duplicate), 202 (parked for a person, or no answer yet: ``Location`` says where to
+   ask again), 422 (rejected, with every field error). A creation is checked against the rules
+   before anything is sent (the same ``decide``, on an empty order), so a missing field is named
+   at once; the engine checks it again.
+3. An order is shown without the fields ownership.yaml's ``hidden:`` keeps from the caller's
+   roles (null, and named in ``hidden_fields``).
+4. Errors are RFC 9457 problem details (``application/problem+json``); bad input is a precise 4xx.
+5. The OpenAPI description is published at ``/api/openapi.json`` (docs at ``/api/docs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import uuid
+from urllib.parse import quote
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from hub.api import auth
+from hub.api.auth import Caller, Forbidden, LoginLimiter, Tokens, TooManyAttempts, Unauthorized
+from hub.api.acks import Acks
+from hub.api.users import Users
+from hub.api.web import add_web
+from hub.domain.fields import canonical_json, rule_path
+from hub.errors import BrokerUnavailable, InvalidInput
+from hub.events import (Actor, ChangeProposal, FieldChange, FieldError, LifecycleStatus, OrderAlert, OrderRef,
+                        OrderSnapshot, ProposalIntent, ProposalOutcome)
+from hub.readmodel import AmbiguousOrder, OrderNotFound, ReadModel
+from hub.settings import Settings
+
+API = "/api/v1"
+PROBLEM = "application/problem+json"
+#: How often an open order page's event stream looks for a new version.
+SSE_POLL_S = 0.25
+#: What the API logs once it serves (tests wait for it).
+READY = "orderhub api: serving"
+
+log = logging.getLogger(__name__)
+
+
+# --- request and response bodies --------------------------------------------------------------
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Token(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds the token is valid.")
+
+
+class Me(BaseModel):
+    username: str
+    roles: list[str]
+    csrf_token: str | None = Field(None, description="For a session: send it in X-CSRF-Token with every change.")
+
+
+class OrderView(OrderSnapshot):
+    """An order as the caller may see it."""
+
+    hidden_fields: list[str] = Field(default_factory=list, description="Fields left out for the caller's roles.")
+
+
+class OrderItem(BaseModel):
+    order_id: str
+    order_number: str
+    version: int
+    status: LifecycleStatus
+    on_hold: bool
+    customer_id: str | None
+    customer_name: str | None
+    requested_delivery: dt.date | None
+    promised_delivery: dt.date | None
+    amount_net: str | None = Field(description="Null when hidden from the caller's roles.")
+    currency: str | None
+    updated_at: dt.datetime
+
+
+class OrderPage(BaseModel):
+    items: list[OrderItem]
+    page: int
+    page_size: int
+    more: bool = Field(description="Whether another page follows.")
+
+
+class Diff(BaseModel):
+    field: str
+    before: str | None
+    after: str | None
+
+
+class HistoryItem(BaseModel):
+    version: int
+    outcome: str
+    source_system: str
+    actor_id: str
+    actor_role: str
+    occurred_at: dt.datetime
+    accepted_at: dt.datetime
+    event_id: str
+    diffs: list[Diff]
+
+
+class ConflictItem(BaseModel):
+    record_id: str
+    order_id: str
+    order_number: str | None
+    event_id: str
+    base_version: int
+    current_version: int
+    parked: bool
+    decided_at: dt.datetime
+    fields: list[dict[str, Any]]
+
+
+class Decision(BaseModel):
+    """The engine's decision on one write."""
+
+    event_id: str
+    outcome: str = Field(description="CREATED, APPLIED, MERGED, RESOLVED, UNCHANGED, DUPLICATE, PARKED, KEPT, "
+                         "REJECTED, or PENDING while no answer has come.")
+    order_id: str | None = None
+    version: int | None = None
+    message: str | None = None
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class NewOrder(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    values: dict[str, Any] = Field(description="Field path -> value, e.g. {\"customer.id\": \"C-1\", "
+                                   "\"lines.10.quantity\": 5}.", min_length=1, max_length=500)
+    role: str | None = Field(None, description="The role to write as (one of the caller's); default: sales.")
+    event_id: str | None = Field(None, max_length=128, description="Your id for this write: resending it is safe.")
+    comment: str | None = Field(None, max_length=2000)
+
+
+class OrderChanges(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    base_version: int = Field(ge=1, description="The version you saw.")
+    changes: dict[str, Any] = Field(min_length=1, max_length=500, description="Field path -> new value (null clears).")
+    role: str | None = Field(None, description="The role to write as (one of the caller's).")
+    event_id: str | None = Field(None, max_length=128)
+    comment: str | None = Field(None, max_length=2000)
+
+
+class ApprovalDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    decision: Literal["approved", "refused"]
+    comment: str | None = Field(None, max_length=2000)
+    base_version: int = Field(ge=1)
+    event_id: str | None = Field(None, max_length=128)
+
+
+class Resolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    choice: Literal["current", "proposed", "value"] = Field(
+        description="current: keep what the order has; proposed: take the parked proposal's values; "
+        "value: the values given here.")
+    values: dict[str, Any] | None = Field(None, description="For choice=value: field path -> value.")
+    comment: str = Field(min_length=1, max_length=2000)
+    role: str | None = None
+    event_id: str | None = Field(None, max_length=128)
+
+
+class OfflineEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    event_id: str = Field(min_length=8, max_length=128, description="The client's id: an upload retried is "
+                          "applied once.")
+    order: str = Field(min_length=1, max_length=256, description="Order id, number or reference.")
+    base_version: int = Field(ge=1)
+    changes: dict[str, Any] = Field(min_length=1, max_length=500)
+    occurred_at: dt.datetime | None = Field(None, description="When the edit was made on the device.")
+    role: str | None = None
+    comment: str | None = Field(None, max_length=2000)
+
+
+class OfflineBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    edits: list[OfflineEdit] = Field(min_length=1, max_length=200)
+
+
+class OfflineResults(BaseModel):
+    results: list[Decision]
+
+
+class ApprovalItem(OrderItem):
+    levels: list[str] = Field(description="The approval levels waiting for one of the caller's roles.")
+
+
+class AlertView(OrderAlert):
+    acknowledged_by: str | None = Field(None, description="Who acknowledged the alert first (it stays open).")
+    acknowledged_at: dt.datetime | None = None
+    ack_comment: str | None = None
+
+
+class Acknowledgement(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    comment: str | None = Field(None, max_length=2000)
+
+
+class Problem(BaseModel):
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, Any]] = Field(default_factory=list)
+
+
+_PROBLEM_CONTENT = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+#: The problems every endpoint may answer (RFC 9457 documents, described as such in the OpenAPI).
+PROBLEMS: dict[int | str, dict[str, Any]] = {
+    status: {"model": Problem, "content": _PROBLEM_CONTENT} for status in (400, 401, 403, 404, 409, 422, 429)}
+#: A write's answers besides 200: 202 (parked, or no answer yet), 503 (Kafka away).
+WRITES: dict[int | str, dict[str, Any]] = {
+    **PROBLEMS, 202: {"model": Decision, "description": "Parked for a person, or PENDING: ask the Location again."},
+    503: {"model": Problem, "content": _PROBLEM_CONTENT, "description": "The hub's Kafka is not reachable."}}
+
+
+# --- the application ----------------------------------------------------------------------------
+
+
+class Hub:
+    """What the endpoints share: the read model, the users, the tokens, and the client (started at the
+    first write, so reads work while Kafka is away)."""
+
+    def __init__(self, settings: Settings, users: Users, tokens: Tokens) -> None:
+        from hub.client import HubClient
+
+        self.settings, self.users, self.tokens = settings, users, tokens
+        self.rules = settings.rules()
+        self.model = ReadModel(settings.read_model_url)
+        self.model.create_schema()
+        self.limiter = LoginLimiter()
+        self.acks = Acks(users.engine)
+        self._client = HubClient(settings, details=True)
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Any:
+        async with self._lock:
+            if not self._started:
+                await self._client.start(timeout_s=15)
+                self._started = True
+        return self._client
+
+    async def close(self) -> None:
+        if self._started:
+            await self._client.stop()
+        self.model.close()
+        self.users.close()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for the hub these settings name."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        users = Users(settings.read_model_url)
+        key = auth.secret_of(settings.api_secret.get_secret_value() if settings.api_secret else None,
+                             settings.state_dir)
+        app.state.hub = Hub(settings, users, Tokens(key, settings.api_token_ttl_s))
+        log.info("%s on http://%s:%d (OpenAPI at /api/openapi.json)", READY, settings.api_host, settings.api_port)
+        try:
+            yield
+        finally:
+            await app.state.hub.close()
+
+    app = FastAPI(title="orderhub", version="1", lifespan=lifespan, openapi_url="/api/openapi.json",
+                  docs_url="/api/docs", redoc_url=None,
+                  description="Orders from CRM, ERP and MES in one place: read them, change them as a person "
+                  "(each change answered with the hub's decision), approve, resolve conflicts, upload offline "
+                  "edits. Errors are RFC 9457 problem details.")
+    _problems(app)
+    _routes(app, settings)
+    add_web(app, settings.public_url)  # after the API's routes: /o/{ref:path} takes what nothing else does
+    return app
+
+
+def hub_of(request: Request) -> Hub:
+    return request.app.state.hub
+
+
+def caller(request: Request) -> Caller:
+    """Rule 1 (``hub.api.auth``): the authenticated caller, or 401/403."""
+    hub = hub_of(request)
+    return auth.authenticate(hub.users, hub.tokens, method=request.method,
+                             authorization=request.headers.get("authorization"),
+                             session=request.cookies.get(auth.SESSION_COOKIE),
+                             csrf_header=request.headers.get(auth.CSRF_HEADER))
+
+
+def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place lists every endpoint
+
+    # --- logging in ---------------------------------------------------------------------------
+
+    @app.post(f"{API}/auth/token", response_model=Token, responses=PROBLEMS, tags=["auth"])
+    def token(body: Login, request: Request) -> Token:
+        """A bearer token for a program (``Authorization: Bearer <token>``)."""
+        hub = hub_of(request)
+        user = _login(hub, body, request)
+        issued, _ = hub.tokens.issue(user, "bearer")
+        return Token(access_token=issued, expires_in=int(hub.tokens.ttl_s))
+
+    @app.post(f"{API}/auth/session", response_model=Me, responses=PROBLEMS, tags=["auth"])
+    def session(body: Login, request: Request, response: Response) -> Me:
+        """Log a browser in: the session cookie (HttpOnly) and the CSRF token (cookie and body)."""
+        hub = hub_of(request)
+        user = _login(hub, body, request)
+        issued, csrf = hub.tokens.issue(user, "session")
+        secure = request.url.scheme == "https"
+        age = int(hub.tokens.ttl_s)
+        response.set_cookie(auth.SESSION_COOKIE, issued, max_age=age, httponly=True, samesite="strict", secure=secure,
+                            path="/")
+        response.set_cookie(auth.CSRF_COOKIE, csrf or "", max_age=age, httponly=False, samesite="strict",
+                            secure=secure, path="/")
+        return Me(username=user.username, roles=list(user.roles), csrf_token=csrf)
+
+    @app.delete(f"{API}/auth/session", status_code=204, tags=["auth"])
+    def logout(response: Response) -> Response:
+        """Log the browser out (the cookies are removed)."""
+        response = Response(status_code=204)
+        response.delete_cookie(auth.SESSION_COOKIE, path="/")
+        response.delete_cookie(auth.CSRF_COOKIE, path="/")
+        return response
+
+    @app.get(f"{API}/me", response_model=Me, responses=PROBLEMS, tags=["auth"])
+    def me(who: Caller = Depends(caller)) -> Me:
+        """Who the credentials are, and their roles."""
+        return Me(username=who.user.username, roles=list(who.roles), csrf_token=who.csrf)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @app.get(f"{API}/orders", response_model=OrderPage, responses=PROBLEMS, tags=["orders"])
+    def list_orders(request: Request, who: Caller = Depends(caller),
+                    status: LifecycleStatus | None = None, customer: str | None = Query(None, max_length=64),
+                    due_from: dt.date | None = None, due_to: dt.date | None = Query(None, description="Inclusive."),
+                    alerted: bool | None = Query(None, description="With an open due-date alert."),
+                    overdue: bool = Query(False, description="Open, and due before today."),
+                    q: str | None = Query(None, max_length=100, description="Part of the number, customer or a "
+                                          "reference."),
+                    page: int = Query(1, ge=1, le=100000), page_size: int = Query(25, ge=1, le=200)) -> OrderPage:
+        """Orders, most recently changed first, filtered and paged."""
+        hub = hub_of(request)
+        found = hub.model.list_orders(
+            status=status, customer_id=customer, due_from=due_from,
+            due_before=due_to + dt.timedelta(days=1) if due_to else None, alerted=alerted,
+            overdue_on=dt.datetime.now(dt.timezone.utc).date() if overdue else None, text=q,
+            limit=page_size + 1, offset=(page - 1) * page_size)
+        hidden = hub.rules.hidden_from(who.roles)
+        items = [_item(summary, hidden) for summary in found[:page_size]]
+        return OrderPage(items=items, page=page, page_size=page_size, more=len(found) > page_size)
+
+    @app.get(f"{API}/orders/{{ref:path}}/history", response_model=list[HistoryItem], responses=PROBLEMS,
+             tags=["orders"])
+    def history(ref: str, request: Request, who: Caller = Depends(caller)) -> list[HistoryItem]:
+        """Every accepted change of the order: who, when, from which system, each field's before and after."""
+        hub = hub_of(request)
+        entries = hub.model.history(ref)
+        hidden = hub.rules.hidden_from(who.roles)
+        return [HistoryItem(version=e.version, outcome=e.outcome.value, source_system=e.source_system,
+                            actor_id=e.actor_id, actor_role=e.actor_role, occurred_at=e.occurred_at,
+                            accepted_at=e.accepted_at, event_id=e.event_id,
+                            diffs=[Diff(field=d.field, before=d.before, after=d.after) for d in e.diffs
+                                   if rule_path(d.field) not in hidden]) for e in entries]
+
+    @app.get(f"{API}/orders/{{ref:path}}/conflicts", response_model=list[ConflictItem], responses=PROBLEMS,
+             tags=["conflicts"])
+    def order_conflicts(ref: str, request: Request, who: Caller = Depends(caller)) -> list[ConflictItem]:
+        """The order's recorded conflicts, parked or decided."""
+        hub = hub_of(request)
+        return [_conflict(c) for c in hub.model.conflicts(hub.model.resolve(ref))]
+
+    @app.get(f"{API}/orders/{{ref:path}}/alerts", response_model=list[OrderAlert], responses=PROBLEMS,
+             tags=["alerts"])
+    def order_alerts(ref: str, request: Request, who: Caller = Depends(caller)) -> list[OrderAlert]:
+        """The order's due-date alerts, raised and cleared."""
+        hub = hub_of(request)
+        return hub.model.alerts(hub.model.resolve(ref))
+
+    @app.get(f"{API}/orders/{{ref:path}}/events", responses=PROBLEMS, tags=["orders"],
+             response_class=StreamingResponse)
+    async def order_events(ref: str, request: Request, who: Caller = Depends(caller)) -> StreamingResponse:
+        """Server-sent events: ``version`` (``{"version": n}``) whenever the order has a new version, the
+        first at once; a comment line every 15 s keeps the connection open."""
+        hub = hub_of(request)
+        order_id = hub.model.resolve(ref)
+
+        async def stream() -> AsyncIterator[bytes]:
+            seen, quiet = None, 0.0
+            while not await request.is_disconnected():
+                version = await asyncio.to_thread(hub.model.version_of, order_id)
+                if version != seen:
+                    seen, quiet = version, 0.0
+                    yield f"event: version\ndata: {json.dumps({'version': version})}\n\n".encode()
+                elif quiet >= 15:
+                    quiet = 0.0
+                    yield b": still here\n\n"
+                await asyncio.sleep(SSE_POLL_S)
+                quiet += SSE_POLL_S
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.get(f"{API}/orders/{{ref:path}}", response_model=OrderView, responses=PROBLEMS, tags=["orders"])
+    def one_order(ref: str, request: Request, who: Caller = Depends(caller)) -> OrderView:
+        """One order by hub id, order number, or any outside reference (``SYSTEM/Type/id`` or its id)."""
+        hub = hub_of(request)
+        return _visible(hub.model.order(ref), hub.rules.hidden_from(who.roles))
+
+    @app.get(f"{API}/conflicts", response_model=list[ConflictItem], responses=PROBLEMS, tags=["conflicts"])
+    def parked(request: Request, who: Caller = Depends(caller),
+               limit: int = Query(100, ge=1, le=500)) -> list[ConflictItem]:
+        """Conflicts waiting for a person, the oldest first."""
+        return [_conflict(c) for c in hub_of(request).model.parked_conflicts(limit=limit)]
+
+    @app.get(f"{API}/approvals", response_model=list[ApprovalItem], responses=PROBLEMS, tags=["approvals"])
+    def approvals_waiting(request: Request, who: Caller = Depends(caller)) -> list[ApprovalItem]:
+        """CONFIRMED orders waiting for an approval level one of the caller's roles gives, with those levels."""
+        from hub.domain import notify
+
+        hub = hub_of(request)
+        approvals = hub.rules.workflow.approvals if hub.rules.workflow else None
+        if approvals is None:
+            return []
+        hidden = hub.rules.hidden_from(who.roles)
+        found = []
+        for summary in hub.model.list_orders(status=LifecycleStatus.CONFIRMED, limit=500):
+            order = hub.model.order(summary.order_id)
+            levels = [level.name for level in notify.waiting(approvals, _canonical_values(order))
+                      if level.role in who.roles]
+            if levels:
+                found.append(ApprovalItem(**_item(summary, hidden).model_dump(), levels=levels))
+        return found
+
+    @app.get(f"{API}/alerts", response_model=list[AlertView], responses=PROBLEMS, tags=["alerts"])
+    def open_alerts(request: Request, who: Caller = Depends(caller),
+                    limit: int = Query(100, ge=1, le=500)) -> list[AlertView]:
+        """Every open due-date alert, the newest first, with who acknowledged it."""
+        hub = hub_of(request)
+        return _with_acks(hub, hub.model.every_open_alert(limit=limit))
+
+    @app.post(f"{API}/alerts/{{record_id}}/ack", response_model=AlertView, responses=PROBLEMS, tags=["alerts"])
+    def acknowledge(record_id: str, body: Acknowledgement, request: Request,
+                    who: Caller = Depends(caller)) -> AlertView:
+        """Say you have seen an alert and are on it (it stays open until production starts); the first
+        acknowledgement stands."""
+        hub = hub_of(request)
+        alert = hub.model.alert(record_id)
+        hub.acks.add(record_id, who.user.username, body.comment, dt.datetime.now(dt.timezone.utc))
+        return _with_acks(hub, [alert])[0]
+
+    @app.get(f"{API}/proposals/{{event_id}}", response_model=Decision, responses=WRITES, tags=["orders"])
+    async def proposal_answer(event_id: str, request: Request, response: Response,
+                              who: Caller = Depends(caller)) -> Decision:
+        """The decision on a write answered 202 before: still PENDING (202), or the engine's decision."""
+        return await _answer(hub_of(request), event_id, None, response, wait_s=0.5)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    @app.post(f"{API}/orders", response_model=Decision, responses=WRITES, tags=["orders"], status_code=200)
+    async def create(body: NewOrder, request: Request, response: Response, who: Caller = Depends(caller)) -> Decision:
+        """A new order (as ``HUB:sales`` unless ``role`` says otherwise). Mandatory fields and permissions are
+        checked before anything is sent; the engine checks them again."""
+        hub = hub_of(request)
+        role = _role(who, body.role, default="sales")
+        order_id = f"hub-{uuid.uuid4().hex[:16]}"
+        proposal = _proposal(who, role, order_id, body.values, base=0, event_id=body.event_id,
+                             comment=body.comment, intent=ProposalIntent.CREATE)
+        _precheck_creation(hub, proposal)
+        return await _decide(hub, proposal, response)
+
+    @app.patch(f"{API}/orders/{{ref:path}}", response_model=Decision, responses=WRITES, tags=["orders"])
+    async def change(ref: str, body: OrderChanges, request: Request, response: Response,
+                     who: Caller = Depends(caller)) -> Decision:
+        """Change fields of an order from the version you saw (a stale one merges or conflicts like any
+        writer's)."""
+        hub = hub_of(request)
+        role = _role(who, body.role)
+        proposal = _proposal(who, role, hub.model.resolve(ref), body.changes, base=body.base_version,
+                             event_id=body.event_id, comment=body.comment)
+        return await _decide(hub, proposal, response)
+
+    @app.post(f"{API}/orders/{{ref:path}}/approvals/{{level}}", response_model=Decision, responses=WRITES,
+              tags=["approvals"])
+    async def approve(ref: str, level: str, body: ApprovalDecision, request: Request, response: Response,
+                      who: Caller = Depends(caller)) -> Decision:
+        """Approve or refuse one approval level (as the level's role, which the caller must hold)."""
+        hub = hub_of(request)
+        approvals = hub.rules.workflow.approvals if hub.rules.workflow else None
+        found = approvals.level(level) if approvals else None
+        if found is None:
+            raise InvalidInput(f"no approval level {level!r} in workflow.yaml")
+        if found.role not in who.roles:
+            raise Forbidden(f"approving level {level!r} needs the role {found.role}")
+        proposal = _proposal(who, found.role, hub.model.resolve(ref),
+                             {found.path: {"decision": body.decision, "comment": body.comment}},
+                             base=body.base_version, event_id=body.event_id, comment=body.comment)
+        return await _decide(hub, proposal, response)
+
+    @app.post(f"{API}/conflicts/{{record_id}}/resolve", response_model=Decision, responses=WRITES,
+              tags=["conflicts"])
+    async def resolve(record_id: str, body: Resolution, request: Request, response: Response,
+                      who: Caller = Depends(caller)) -> Decision:
+        """Resolve a parked conflict: keep the order's values, take the parked proposal's, or give new ones,
+        saying why. Written at the order's current version, as the caller."""
+        hub = hub_of(request)
+        conflict = hub.model.conflict(record_id)
+        order = hub.model.order(conflict.order_id)
+        if body.choice == "current":
+            values = {f.field: _loaded(f.current_value) for f in conflict.fields}
+        elif body.choice == "proposed":
+            values = {f.field: _loaded(f.proposed_value) for f in conflict.fields}
+        else:
+            if not body.values:
+                raise InvalidInput("choice 'value' needs the values")
+            values = body.values
+        role = _role(who, body.role)
+        proposal = _proposal(who, role, order.order_id, values, base=order.version, event_id=body.event_id,
+                             comment=f"resolves conflict {record_id}: {body.comment}")
+        return await _decide(hub, proposal, response)
+
+    @app.post(f"{API}/offline", response_model=OfflineResults, responses=WRITES, tags=["offline"])
+    async def offline(body: OfflineBatch, request: Request, who: Caller = Depends(caller)) -> OfflineResults:
+        """Edits made without a network, uploaded in the order they were made. Each keeps the client's event id
+        and base version: an upload retried is applied once; a stale edit merges or conflicts like any other."""
+        hub = hub_of(request)
+        results = []
+        for edit in body.edits:
+            try:
+                proposal = _proposal(who, _role(who, edit.role), hub.model.resolve(edit.order), edit.changes,
+                                     base=edit.base_version, event_id=edit.event_id, comment=edit.comment,
+                                     occurred_at=edit.occurred_at)
+                results.append(await _decide(hub, proposal, Response()))
+            except Refused as exc:  # each edit has its own outcome: one refused stops none of the others
+                results.append(Decision(event_id=edit.event_id, outcome="REJECTED", message=str(exc),
+                                        errors=exc.errors))
+            except (InvalidInput, OrderNotFound, Forbidden) as exc:
+                results.append(Decision(event_id=edit.event_id, outcome="REJECTED", message=str(exc)))
+        return OfflineResults(results=results)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _login(hub: Hub, body: Login, request: Request) -> Any:
+    hub.limiter.attempt(body.username, request.client.host if request.client else "unknown")
+    user = hub.users.authenticate(body.username, body.password)
+    if user is None:
+        hub.limiter.failed(body.username)
+        raise Unauthorized("wrong user name or password, or the account is disabled")
+    return user
+
+
+def _role(who: Caller, asked: str | None, default: str | None = None) -> str:
+    """The role a write is made as: the one asked for (the caller must hold it), else the caller's only
+    role, else ``default`` when the caller holds it."""
+    if asked is not None:
+        if asked not in who.roles:
+            raise Forbidden(f"you do not hold the role {asked!r} (yours: {', '.join(who.roles)})")
+        return asked
+    if len(who.roles) == 1:
+        return who.roles[0]
+    if default in who.roles:
+        return default
+    raise InvalidInput(f"you hold several roles ({', '.join(who.roles)}): say which to write as in 'role'")
+
+
+def _proposal(who: Caller, role: str, order_id: str, values: dict[str, Any], *, base: int, event_id: str | None,
+              comment: str | None, intent: ProposalIntent = ProposalIntent.UPDATE,
+              occurred_at: dt.datetime | None = None) -> ChangeProposal:
+    try:
+        changes = [FieldChange(field=path, value=canonical_json(value)) for path, value in values.items()]
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"a value is not JSON: {exc}") from None
+    return ChangeProposal(
+        event_id=event_id or f"api-{uuid.uuid4()}", order_ref=OrderRef(order_id=order_id), intent=intent,
+        base_version=base, source_system="HUB", actor=Actor(id=who.user.username, role=role),
+        occurred_at=occurred_at or dt.datetime.now(dt.timezone.utc), changes=changes, comment=comment)
+
+
+def _precheck_creation(hub: Hub, proposal: ChangeProposal) -> None:
+    """Rule 2: the engine's own decision on an empty order, before anything is sent."""
+    from hub.domain.decide import DecisionKind, decide
+
+    decision = decide(None, proposal, order_id=proposal.order_ref.order_id or "", rules=hub.rules,
+                      at=dt.datetime.now(dt.timezone.utc), next_order_number=lambda: "precheck")
+    if decision.kind == DecisionKind.REJECTED and decision.rejection is not None:
+        raise Refused(proposal.event_id, decision.rejection.errors)
+
+
+class Refused(Exception):
+    """A write the rules refuse (422), with every field error."""
+
+    def __init__(self, event_id: str, errors: list[FieldError], message: str | None = None) -> None:
+        super().__init__(message or "; ".join(f"{e.field or 'proposal'}: {e.message}" for e in errors))
+        self.event_id, self.errors = event_id, errors
+
+
+async def _decide(hub: Hub, proposal: ChangeProposal, response: Response) -> Decision:
+    """Rule 2: send, and answer with the decision (or 202 PENDING when none came in time)."""
+    client = await hub.client()
+    await client.send(proposal)
+    return await _answer(hub, proposal.event_id, proposal, response, wait_s=hub.settings.api_answer_timeout_s)
+
+
+async def _answer(hub: Hub, event_id: str, proposal: ChangeProposal | None, response: Response,
+                  wait_s: float) -> Decision:
+    client = await hub.client()
+    try:
+        decided = await client.answer(event_id, timeout_s=wait_s)
+    except BrokerUnavailable:
+        response.status_code = 202
+        response.headers["Location"] = f"{API}/proposals/{quote(event_id, safe='')}"  # any id, as a valid header
+        return Decision(event_id=event_id, outcome="PENDING",
+                        message="the hub has not answered yet; ask again at the Location given")
+    answer = decided.answer
+    if answer.outcome == ProposalOutcome.REJECTED:
+        errors = decided.rejection.errors if decided.rejection else []
+        raise Refused(event_id, errors, answer.message)
+    if answer.outcome == ProposalOutcome.PARKED:
+        response.status_code = 202
+    return Decision(event_id=event_id, outcome=answer.outcome.value, order_id=answer.order_id,
+                    version=answer.version if answer.version is not None else answer.made_version,
+                    message=answer.message)
+
+
+def _visible(order: OrderSnapshot, hidden: frozenset[str]) -> OrderView:
+    """Rule 3: the order without the fields hidden from the caller."""
+    data = order.model_dump(mode="json")
+    for path in hidden:
+        if path.startswith("lines.*."):
+            for line in data["lines"]:
+                line[path.removeprefix("lines.*.")] = None
+        else:
+            container = data
+            *parents, last = path.split(".")
+            for key in parents:
+                container = container.get(key) or {}
+            if last in container:
+                container[last] = None
+    return OrderView.model_validate({**data, "hidden_fields": sorted(hidden)})
+
+
+def _canonical_values(order: OrderSnapshot) -> dict[str, Any]:
+    """The order's canonical values by field path (what the notifier knows of an order, too)."""
+    from hub.streams.notify import known_of
+
+    return known_of(order).values
+
+
+def _item(summary: Any, hidden: frozenset[str]) -> OrderItem:
+    net = None if "amounts.net" in hidden or summary.amount_net is None else str(summary.amount_net)
+    return OrderItem(**{**summary.__dict__, "amount_net": net})
+
+
+def _with_acks(hub: Hub, alerts: list[OrderAlert]) -> list[AlertView]:
+    acks = hub.acks.of([a.record_id for a in alerts])
+    return [AlertView(**a.model_dump(), **({"acknowledged_by": ack.username, "acknowledged_at": ack.at,
+                                            "ack_comment": ack.comment} if (ack := acks.get(a.record_id)) else {}))
+            for a in alerts]
+
+
+def _conflict(record: Any) -> ConflictItem:
+    return ConflictItem(record_id=record.record_id, order_id=record.order_id, order_number=record.order_number,
+                        event_id=record.event_id, base_version=record.base_version,
+                        current_version=record.current_version, parked=record.parked, decided_at=record.decided_at,
+                        fields=[f.model_dump(mode="json") for f in record.fields])
+
+
+def _loaded(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+# --- problems (RFC 9457) ------------------------------------------------------------------------
+
+
+def problem(status: int, title: str, detail: str | None = None, errors: list[dict[str, Any]] | None = None,
+            headers: dict[str, str] | None = None) -> JSONResponse:
+    body = Problem(title=title, status=status, detail=detail, errors=errors or [])
+    return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _problems(app: FastAPI) -> None:
+    @app.exception_handler(Unauthorized)
+    async def _401(request: Request, exc: Unauthorized) -> JSONResponse:
+        return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def _403(request: Request, exc: Forbidden) -> JSONResponse:
+        return problem(403, "Forbidden", str(exc))
+
+    @app.exception_handler(TooManyAttempts)
+    async def _429(request: Request, exc: TooManyAttempts) -> JSONResponse:
+        return problem(429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(AmbiguousOrder)
+    async def _409(request: Request, exc: AmbiguousOrder) -> JSONResponse:
+        return problem(409, "Ambiguous order reference", str(exc))
+
+    @app.exception_handler(OrderNotFound)
+    async def _404(request: Request, exc: OrderNotFound) -> JSONResponse:
+        return problem(404, "Not Found", f"no order {exc}" if str(exc) else "no such order")
+
+    @app.exception_handler(LookupError)
+    async def _404_other(request: Request, exc: LookupError) -> JSONResponse:
+        return problem(404, "Not Found", str(exc))
+
+    @app.exception_handler(InvalidInput)
+    async def _422_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        return problem(422, "Invalid input", str(exc))
+
+    @app.exception_handler(Refused)
+    async def _422_refused(request: Request, exc: Refused) -> JSONResponse:
+        return problem(422, "Refused by the hub's rules", str(exc),
+                       [{"field": e.field, "rule": e.rule, "message": e.message} for e in exc.errors]
+                       + [{"event_id": exc.event_id}])
+
+    @app.exception_handler(RequestValidationError)
+    async def _422(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+                  for e in exc.errors()]
+        return problem(422, "Invalid request", "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail) if exc.detail else "Error", None,
+                       headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(BrokerUnavailable)
+    async def _503(request: Request, exc: BrokerUnavailable) -> JSONResponse:
+        return problem(503, "Service Unavailable", f"the hub's Kafka is not reachable: {exc}",
+                       headers={"Retry-After": "5"})
