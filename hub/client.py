@@ -228,6 +228,8 @@ class HubClient:
         try:
             answer = await asyncio.wait_for(asyncio.shield(waiter), timeout_s)
         except asyncio.TimeoutError:
+            if self._waiting.get(event_id) is waiter and not waiter.done():
+                del self._waiting[event_id]  # forgotten: an answer arriving later is kept in the answers seen
             raise BrokerUnavailable(
                 f"no answer for {event_id} within {timeout_s:g}s: is a worker running (`orderhub worker`)?") from None
         if not self.details:

@@ -514,6 +514,25 @@ class ReadModel:
         cleared = {(a.stage, a.due_date, a.occurrence) for a in alerts if a.kind == "CLEARED"}
         return [a for a in alerts if a.kind == "RAISED" and (a.stage, a.due_date, a.occurrence) not in cleared]
 
+    def decision_of(self, event_id: str) -> tuple[str, str | None, int | None] | None:
+        """What the read model knows the hub decided on a proposal: (outcome, order id, version) from
+        the history (an accepted change), the conflicts (parked) or the rejections; None if nothing yet."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(order_history.c.outcome, order_history.c.order_id, order_history.c.version)
+                               .where(order_history.c.event_id == event_id)).first()
+            if row is not None:
+                return (row[0], row[1], row[2])
+            row = conn.execute(select(order_conflicts.c.parked, order_conflicts.c.order_id,
+                                      order_conflicts.c.resulting_version)
+                               .where(order_conflicts.c.event_id == event_id)).first()
+            if row is not None:
+                return ("PARKED" if row[0] else "KEPT", row[1], row[2])
+            row = conn.execute(select(order_rejections.c.order_id, order_rejections.c.current_version)
+                               .where(order_rejections.c.event_id == event_id)).first()
+            if row is not None:
+                return ("REJECTED", row[0], None)
+        return None
+
     def version_of(self, order_id: str) -> int | None:
         """The order's current version in the read model (None before its snapshot is projected)."""
         with self.engine.connect() as conn:

@@ -128,7 +128,10 @@ class Settings(BaseSettings):
         None, description="The address people reach the web app at (e.g. `https://orders.plant.example`): what "
         "work orders' QR codes and notifications link to. Unset: the address the request came to."
     )
-    api_token_ttl_s: float = Field(900.0, description="How long an API token or browser session is valid.")
+    api_token_ttl_s: float = Field(900.0, description="How long an API bearer token is valid.")
+    api_session_ttl_s: float = Field(
+        36000.0, description="How long a browser session is valid (a shift: the shop floor is not logged out midway)."
+    )
     api_answer_timeout_s: float = Field(
         10.0, description="How long a write through the API waits for the engine's decision before it answers 202 "
         "with where to ask again."

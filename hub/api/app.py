@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import logging
 import uuid
@@ -33,7 +34,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.api import auth
 from hub.api.auth import Caller, Forbidden, LoginLimiter, Tokens, TooManyAttempts, Unauthorized
-from hub.api.acks import Acks
+from hub.api.live import Live
+from hub.api.records import Acks, Resolutions
 from hub.api.users import Users
 from hub.api.web import add_web
 from hub.domain.fields import canonical_json, rule_path
@@ -45,6 +47,10 @@ from hub.settings import Settings
 
 API = "/api/v1"
 PROBLEM = "application/problem+json"
+#: How many CONFIRMED orders the approvals inbox looks at (the most recently changed first).
+APPROVALS_LIMIT = 500
+#: After Kafka did not answer, writes are answered 503 at once for this long (not each after a wait).
+KAFKA_RETRY_S = 5.0
 #: How often an open order page's event stream looks for a new version.
 SSE_POLL_S = 0.25
 #: What the API logs once it serves (tests wait for it).
@@ -78,6 +84,8 @@ class OrderView(OrderSnapshot):
     """An order as the caller may see it."""
 
     hidden_fields: list[str] = Field(default_factory=list, description="Fields left out for the caller's roles.")
+    approvals_waiting: list[str] = Field(default_factory=list, description="Approval levels waiting for one of "
+                                         "the caller's roles.")
 
 
 class OrderItem(BaseModel):
@@ -251,14 +259,25 @@ class Hub:
         self.model.create_schema()
         self.limiter = LoginLimiter()
         self.acks = Acks(users.engine)
+        self.live = Live(settings)
+        self.resolutions = Resolutions(users.engine)
         self._client = HubClient(settings, details=True)
         self._started = False
+        self._failed_at = float("-inf")
         self._lock = asyncio.Lock()
 
     async def client(self) -> Any:
+        """The client, started at the first write; while Kafka was just found away, 503 at once."""
         async with self._lock:
             if not self._started:
-                await self._client.start(timeout_s=15)
+                now = asyncio.get_running_loop().time()
+                if now - self._failed_at < KAFKA_RETRY_S:
+                    raise BrokerUnavailable(f"Kafka at {self.settings.bootstrap_servers} did not answer a moment ago")
+                try:
+                    await self._client.start(timeout_s=15)
+                except BrokerUnavailable:
+                    self._failed_at = asyncio.get_running_loop().time()
+                    raise
                 self._started = True
         return self._client
 
@@ -277,11 +296,16 @@ def create_app(settings: Settings) -> FastAPI:
         users = Users(settings.read_model_url)
         key = auth.secret_of(settings.api_secret.get_secret_value() if settings.api_secret else None,
                              settings.state_dir)
-        app.state.hub = Hub(settings, users, Tokens(key, settings.api_token_ttl_s))
+        app.state.hub = Hub(settings, users, Tokens(key, settings.api_token_ttl_s,
+                                                    session_ttl_s=settings.api_session_ttl_s))
+        following = asyncio.create_task(app.state.hub.live.run(), name="live order updates")
         log.info("%s on http://%s:%d (OpenAPI at /api/openapi.json)", READY, settings.api_host, settings.api_port)
         try:
             yield
         finally:
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
             await app.state.hub.close()
 
     app = FastAPI(title="orderhub", version="1", lifespan=lifespan, openapi_url="/api/openapi.json",
@@ -326,8 +350,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         hub = hub_of(request)
         user = _login(hub, body, request)
         issued, csrf = hub.tokens.issue(user, "session")
-        secure = request.url.scheme == "https"
-        age = int(hub.tokens.ttl_s)
+        # Secure when the browser comes over TLS (directly, or to the public address a proxy serves)
+        secure = request.url.scheme == "https" or (settings.public_url or "").startswith("https://")
+        age = int(hub.tokens.session_ttl_s)
         response.set_cookie(auth.SESSION_COOKIE, issued, max_age=age, httponly=True, samesite="strict", secure=secure,
                             path="/")
         response.set_cookie(auth.CSRF_COOKIE, csrf or "", max_age=age, httponly=False, samesite="strict",
@@ -387,7 +412,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
     def order_conflicts(ref: str, request: Request, who: Caller = Depends(caller)) -> list[ConflictItem]:
         """The order's recorded conflicts, parked or decided."""
         hub = hub_of(request)
-        return [_conflict(c) for c in hub.model.conflicts(hub.model.resolve(ref))]
+        return [_conflict(c, hub.rules.hidden_from(who.roles)) for c in hub.model.conflicts(hub.model.resolve(ref))]
 
     @app.get(f"{API}/orders/{{ref:path}}/alerts", response_model=list[OrderAlert], responses=PROBLEMS,
              tags=["alerts"])
@@ -399,23 +424,33 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
     @app.get(f"{API}/orders/{{ref:path}}/events", responses=PROBLEMS, tags=["orders"],
              response_class=StreamingResponse)
     async def order_events(ref: str, request: Request, who: Caller = Depends(caller)) -> StreamingResponse:
-        """Server-sent events: ``version`` (``{"version": n}``) whenever the order has a new version, the
-        first at once; a comment line every 15 s keeps the connection open."""
+        """Server-sent events: ``version`` whenever the order has a newer version (the first at once), with
+        ``{"version": n, "order": ...}``: the order as the caller may see it, straight from the engine's
+        state topic (``hub.api.live``), or only the version, from the read model, while that is all there
+        is. A comment line every 15 s keeps the connection open."""
         hub = hub_of(request)
         order_id = hub.model.resolve(ref)
+        hidden = hub.rules.hidden_from(who.roles)
 
         async def stream() -> AsyncIterator[bytes]:
-            seen, quiet = None, 0.0
+            seen: int | None = None
+            quiet = 0.0
             while not await request.is_disconnected():
-                version = await asyncio.to_thread(hub.model.version_of, order_id)
-                if version != seen:
+                snapshot = await hub.live.newer(order_id, seen, timeout_s=SSE_POLL_S)
+                version = snapshot.version if snapshot else await asyncio.to_thread(hub.model.version_of, order_id)
+                if version is not None and (seen is None or version > seen):
                     seen, quiet = version, 0.0
-                    yield f"event: version\ndata: {json.dumps({'version': version})}\n\n".encode()
-                elif quiet >= 15:
-                    quiet = 0.0
-                    yield b": still here\n\n"
-                await asyncio.sleep(SSE_POLL_S)
-                quiet += SSE_POLL_S
+                    data: dict[str, Any] = {"version": version}
+                    if snapshot is not None:
+                        view = _visible(snapshot, hidden).model_copy(
+                            update={"approvals_waiting": _levels_for(hub, snapshot, who)})
+                        data["order"] = view.model_dump(mode="json")
+                    yield f"event: version\ndata: {json.dumps(data)}\n\n".encode()
+                else:
+                    quiet += SSE_POLL_S
+                    if quiet >= 15:
+                        quiet = 0.0
+                        yield b": still here\n\n"
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -424,29 +459,32 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
     def one_order(ref: str, request: Request, who: Caller = Depends(caller)) -> OrderView:
         """One order by hub id, order number, or any outside reference (``SYSTEM/Type/id`` or its id)."""
         hub = hub_of(request)
-        return _visible(hub.model.order(ref), hub.rules.hidden_from(who.roles))
+        order = hub.model.order(ref)
+        view = _visible(order, hub.rules.hidden_from(who.roles))
+        return view.model_copy(update={"approvals_waiting": _levels_for(hub, order, who)})
 
     @app.get(f"{API}/conflicts", response_model=list[ConflictItem], responses=PROBLEMS, tags=["conflicts"])
     def parked(request: Request, who: Caller = Depends(caller),
                limit: int = Query(100, ge=1, le=500)) -> list[ConflictItem]:
-        """Conflicts waiting for a person, the oldest first."""
-        return [_conflict(c) for c in hub_of(request).model.parked_conflicts(limit=limit)]
+        """Conflicts waiting for a person (parked, and not resolved through the API yet), the oldest first."""
+        hub = hub_of(request)
+        resolved = hub.resolutions.resolved()
+        hidden = hub.rules.hidden_from(who.roles)
+        return [_conflict(c, hidden) for c in hub.model.parked_conflicts(limit=limit + len(resolved))
+                if c.record_id not in resolved][:limit]
 
     @app.get(f"{API}/approvals", response_model=list[ApprovalItem], responses=PROBLEMS, tags=["approvals"])
     def approvals_waiting(request: Request, who: Caller = Depends(caller)) -> list[ApprovalItem]:
-        """CONFIRMED orders waiting for an approval level one of the caller's roles gives, with those levels."""
-        from hub.domain import notify
-
+        """CONFIRMED orders waiting for an approval level one of the caller's roles gives, with those levels
+        (among the most recently changed CONFIRMED orders, up to 500)."""
         hub = hub_of(request)
         approvals = hub.rules.workflow.approvals if hub.rules.workflow else None
         if approvals is None:
             return []
         hidden = hub.rules.hidden_from(who.roles)
         found = []
-        for summary in hub.model.list_orders(status=LifecycleStatus.CONFIRMED, limit=500):
-            order = hub.model.order(summary.order_id)
-            levels = [level.name for level in notify.waiting(approvals, _canonical_values(order))
-                      if level.role in who.roles]
+        for summary in hub.model.list_orders(status=LifecycleStatus.CONFIRMED, limit=APPROVALS_LIMIT):
+            levels = _levels_for(hub, hub.model.order(summary.order_id), who)
             if levels:
                 found.append(ApprovalItem(**_item(summary, hidden).model_dump(), levels=levels))
         return found
@@ -482,7 +520,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         checked before anything is sent; the engine checks them again."""
         hub = hub_of(request)
         role = _role(who, body.role, default="sales")
-        order_id = f"hub-{uuid.uuid4().hex[:16]}"
+        # the same user's creation sent again with its event id names the same order: made once
+        seed = f"{who.user.username}\x1f{body.event_id}" if body.event_id else uuid.uuid4().hex
+        order_id = f"hub-{hashlib.sha256(seed.encode()).hexdigest()[:16]}"
         proposal = _proposal(who, role, order_id, body.values, base=0, event_id=body.event_id,
                              comment=body.comment, intent=ProposalIntent.CREATE)
         _precheck_creation(hub, proposal)
@@ -520,13 +560,20 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
               tags=["conflicts"])
     async def resolve(record_id: str, body: Resolution, request: Request, response: Response,
                       who: Caller = Depends(caller)) -> Decision:
-        """Resolve a parked conflict: keep the order's values, take the parked proposal's, or give new ones,
-        saying why. Written at the order's current version, as the caller."""
+        """Resolve a parked conflict, saying why: keep what the order holds now, take the parked proposal's
+        values, or give new ones. Written from the version the conflict was decided at, so a change made
+        since is not overwritten unseen (it conflicts again). The first resolution stands: 409 after it."""
+        from hub.domain.fields import field_values, load_json
+
         hub = hub_of(request)
         conflict = hub.model.conflict(record_id)
+        if not conflict.parked:
+            raise Conflict(f"conflict {record_id} did not wait for a person")
         order = hub.model.order(conflict.order_id)
+        paths = [f.field for f in conflict.fields]
         if body.choice == "current":
-            values = {f.field: _loaded(f.current_value) for f in conflict.fields}
+            now = field_values(order.model_dump(mode="json"), only=paths)
+            values = {path: load_json(now.get(path)) for path in paths}
         elif body.choice == "proposed":
             values = {f.field: _loaded(f.proposed_value) for f in conflict.fields}
         else:
@@ -534,28 +581,51 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
                 raise InvalidInput("choice 'value' needs the values")
             values = body.values
         role = _role(who, body.role)
-        proposal = _proposal(who, role, order.order_id, values, base=order.version, event_id=body.event_id,
-                             comment=f"resolves conflict {record_id}: {body.comment}")
-        return await _decide(hub, proposal, response)
+        proposal = _proposal(who, role, order.order_id, values, base=conflict.current_version,
+                             event_id=body.event_id, comment=f"resolves conflict {record_id}: {body.comment}")
+        if not hub.resolutions.claim(record_id, who.user.username, body.choice, proposal.event_id,
+                                     dt.datetime.now(dt.timezone.utc)):
+            done = hub.resolutions.by(record_id) or {}
+            raise Conflict(f"conflict {record_id} was resolved already by {done.get('username')} "
+                           f"({done.get('choice')}, {done.get('outcome')})")
+        try:
+            decision = await _decide(hub, proposal, response)
+        except BaseException:
+            hub.resolutions.release(record_id)  # refused or not sent: the conflict waits again
+            raise
+        hub.resolutions.settle(record_id, decision.outcome)
+        return decision
 
     @app.post(f"{API}/offline", response_model=OfflineResults, responses=WRITES, tags=["offline"])
     async def offline(body: OfflineBatch, request: Request, who: Caller = Depends(caller)) -> OfflineResults:
         """Edits made without a network, uploaded in the order they were made. Each keeps the client's event id
-        and base version: an upload retried is applied once; a stale edit merges or conflicts like any other."""
+        and base version: an upload retried is applied once; a stale edit merges or conflicts like any other.
+        Each edit has its own answer (one refused stops none of the others); one the hub has not answered
+        within the answer timeout is PENDING: upload it again later (it is not applied twice)."""
         hub = hub_of(request)
-        results = []
-        for edit in body.edits:
+        results: dict[int, Decision] = {}
+        sent: dict[int, ChangeProposal] = {}
+        for index, edit in enumerate(body.edits):
             try:
-                proposal = _proposal(who, _role(who, edit.role), hub.model.resolve(edit.order), edit.changes,
-                                     base=edit.base_version, event_id=edit.event_id, comment=edit.comment,
-                                     occurred_at=edit.occurred_at)
-                results.append(await _decide(hub, proposal, Response()))
-            except Refused as exc:  # each edit has its own outcome: one refused stops none of the others
-                results.append(Decision(event_id=edit.event_id, outcome="REJECTED", message=str(exc),
-                                        errors=exc.errors))
+                sent[index] = _proposal(who, _role(who, edit.role), hub.model.resolve(edit.order), edit.changes,
+                                        base=edit.base_version, event_id=edit.event_id, comment=edit.comment,
+                                        occurred_at=edit.occurred_at)
             except (InvalidInput, OrderNotFound, Forbidden) as exc:
-                results.append(Decision(event_id=edit.event_id, outcome="REJECTED", message=str(exc)))
-        return OfflineResults(results=results)
+                results[index] = Decision(event_id=edit.event_id, outcome="REJECTED", message=str(exc))
+        client = await hub.client()
+        for proposal in sent.values():  # all sent first, in order; then every answer under one deadline
+            await client.send(proposal)
+        deadline = asyncio.get_running_loop().time() + hub.settings.api_answer_timeout_s
+
+        async def answered(index: int, proposal: ChangeProposal) -> None:
+            wait = max(0.1, deadline - asyncio.get_running_loop().time())
+            try:
+                results[index] = await _answer(hub, proposal.event_id, proposal, Response(), wait_s=wait)
+            except Refused as exc:
+                results[index] = Decision(event_id=proposal.event_id, outcome="REJECTED", message=str(exc),
+                                          errors=exc.errors)
+        await asyncio.gather(*(answered(index, proposal) for index, proposal in sent.items()))
+        return OfflineResults(results=[results[index] for index in range(len(body.edits))])
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -607,6 +677,10 @@ def _precheck_creation(hub: Hub, proposal: ChangeProposal) -> None:
         raise Refused(proposal.event_id, decision.rejection.errors)
 
 
+class Conflict(Exception):
+    """409: the request clashes with what happened already (a conflict resolved by someone else)."""
+
+
 class Refused(Exception):
     """A write the rules refuse (422), with every field error."""
 
@@ -628,6 +702,15 @@ async def _answer(hub: Hub, event_id: str, proposal: ChangeProposal | None, resp
     try:
         decided = await client.answer(event_id, timeout_s=wait_s)
     except BrokerUnavailable:
+        known = await asyncio.to_thread(hub.model.decision_of, event_id)  # decided before this process listened
+        if known is not None:
+            outcome, order_id, version = known
+            if outcome == "REJECTED":
+                rejected = [r for r in hub.model.rejections(order_id) if r.event_id == event_id] if order_id else []
+                raise Refused(event_id, rejected[0].errors if rejected else [], "refused by the hub's rules")
+            if outcome == "PARKED":
+                response.status_code = 202
+            return Decision(event_id=event_id, outcome=outcome, order_id=order_id, version=version)
         response.status_code = 202
         response.headers["Location"] = f"{API}/proposals/{quote(event_id, safe='')}"  # any id, as a valid header
         return Decision(event_id=event_id, outcome="PENDING",
@@ -646,17 +729,19 @@ async def _answer(hub: Hub, event_id: str, proposal: ChangeProposal | None, resp
 def _visible(order: OrderSnapshot, hidden: frozenset[str]) -> OrderView:
     """Rule 3: the order without the fields hidden from the caller."""
     data = order.model_dump(mode="json")
+    def blank(container: dict[str, Any], keys: list[str]) -> None:
+        *parents, last = keys
+        for key in parents:
+            container = container.get(key) or {}
+        if last in container:
+            container[last] = None
+
     for path in hidden:
         if path.startswith("lines.*."):
             for line in data["lines"]:
-                line[path.removeprefix("lines.*.")] = None
+                blank(line, path.removeprefix("lines.*.").split("."))
         else:
-            container = data
-            *parents, last = path.split(".")
-            for key in parents:
-                container = container.get(key) or {}
-            if last in container:
-                container[last] = None
+            blank(data, path.split("."))
     return OrderView.model_validate({**data, "hidden_fields": sorted(hidden)})
 
 
@@ -679,11 +764,28 @@ def _with_acks(hub: Hub, alerts: list[OrderAlert]) -> list[AlertView]:
             for a in alerts]
 
 
-def _conflict(record: Any) -> ConflictItem:
+def _conflict(record: Any, hidden: frozenset[str]) -> ConflictItem:
+    """A conflict as the caller may see it: the values of fields hidden from their roles are null."""
+    fields = []
+    for f in record.fields:
+        item = f.model_dump(mode="json")
+        if rule_path(f.field) in hidden:
+            item.update(base_value=None, current_value=None, proposed_value=None, hidden=True)
+        fields.append(item)
     return ConflictItem(record_id=record.record_id, order_id=record.order_id, order_number=record.order_number,
                         event_id=record.event_id, base_version=record.base_version,
                         current_version=record.current_version, parked=record.parked, decided_at=record.decided_at,
-                        fields=[f.model_dump(mode="json") for f in record.fields])
+                        fields=fields)
+
+
+def _levels_for(hub: Hub, order: OrderSnapshot, who: Caller) -> list[str]:
+    """The approval levels the order waits for that one of the caller's roles gives."""
+    from hub.domain import notify
+
+    approvals = hub.rules.workflow.approvals if hub.rules.workflow else None
+    if approvals is None:
+        return []
+    return [level.name for level in notify.waiting(approvals, _canonical_values(order)) if level.role in who.roles]
 
 
 def _loaded(text: str | None) -> Any:
@@ -711,6 +813,10 @@ def _problems(app: FastAPI) -> None:
     @app.exception_handler(TooManyAttempts)
     async def _429(request: Request, exc: TooManyAttempts) -> JSONResponse:
         return problem(429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(Conflict)
+    async def _409_conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return problem(409, "Conflict", str(exc))
 
     @app.exception_handler(AmbiguousOrder)
     async def _409(request: Request, exc: AmbiguousOrder) -> JSONResponse:

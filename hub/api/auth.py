@@ -3,7 +3,8 @@
 1. Every endpoint but the login ones needs credentials: ``Authorization: Bearer <token>`` or the
    ``orderhub_session`` cookie. Without valid ones the answer is 401 and no order data.
 2. Tokens are JWTs (PyJWT, HS256) signed with the API's secret (``ORDERHUB_API_SECRET``, else a
-   random key kept in ``<state_dir>/api/secret``), short-lived (``ORDERHUB_API_TOKEN_TTL_S``). They
+   random key kept in ``<state_dir>/api/secret``), short-lived (``ORDERHUB_API_TOKEN_TTL_S``; a
+   browser session lasts ``ORDERHUB_API_SESSION_TTL_S``, a shift). They
    name the user only: the user's roles and whether the account is enabled are read at every
    request, so a disabled user or a role taken away counts at once, not when the token expires.
 3. A session (``POST /api/v1/auth/session``) is the same token in an HttpOnly, SameSite=Strict
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hmac
+import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -75,8 +77,9 @@ def secret_of(configured: str | None, state_dir: Path) -> bytes:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         made = path.with_suffix(".tmp")
-        made.write_text(secrets.token_urlsafe(48))
-        made.chmod(0o600)
+        descriptor = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # never readable by others
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(48))
         made.replace(path)
     return path.read_text().strip().encode()
 
@@ -86,8 +89,10 @@ class Tokens:
 
     ALGORITHM = "HS256"
 
-    def __init__(self, key: bytes, ttl_s: float, clock: Clock | None = None) -> None:
+    def __init__(self, key: bytes, ttl_s: float, clock: Clock | None = None, session_ttl_s: float | None = None) -> None:
         self.key, self.ttl_s = key, ttl_s
+        #: How long a browser session lasts (a shift); a bearer token lasts ``ttl_s``.
+        self.session_ttl_s = session_ttl_s if session_ttl_s is not None else ttl_s
         self.clock = clock or (lambda: dt.datetime.now(dt.timezone.utc))
 
     def issue(self, user: User, kind: str) -> tuple[str, str | None]:
@@ -96,8 +101,9 @@ class Tokens:
 
         now = self.clock()
         csrf = secrets.token_urlsafe(24) if kind == "session" else None
+        ttl = self.session_ttl_s if kind == "session" else self.ttl_s
         claims = {"sub": user.username, "kind": kind, "iat": now, "nbf": now,
-                  "exp": now + dt.timedelta(seconds=self.ttl_s), "jti": uuid.uuid4().hex}
+                  "exp": now + dt.timedelta(seconds=ttl), "jti": uuid.uuid4().hex}
         if csrf:
             claims["csrf"] = csrf
         return jwt.encode(claims, self.key, algorithm=self.ALGORITHM), csrf
@@ -131,7 +137,8 @@ def authenticate(users: Users, tokens: Tokens, *, method: str, authorization: st
         claims = tokens.check(session, "session")
         caller = Caller(_enabled(users, claims["sub"]), "session", claims.get("csrf"))
         if method.upper() not in SAFE_METHODS:
-            if not csrf_header or not caller.csrf or not hmac.compare_digest(csrf_header, caller.csrf):
+            if not csrf_header or not caller.csrf or not hmac.compare_digest(csrf_header.encode(),
+                                                                              caller.csrf.encode()):
                 raise Forbidden(f"a change made with the session cookie needs its CSRF token in {CSRF_HEADER}")
         return caller
     raise Unauthorized("log in: a bearer token or the session cookie is needed")

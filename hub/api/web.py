@@ -24,6 +24,8 @@ from hub.api import auth
 from hub.readmodel import OrderNotFound
 
 WEB = Path(__file__).parent / "web"
+#: The longest order number a QR code is made for.
+MAX_NUMBER = 100
 SCREENS = ("/", "/login", "/new", "/approvals", "/conflicts", "/alerts", "/scan")
 
 
@@ -44,6 +46,8 @@ def add_web(app: FastAPI, public_url: str | None) -> None:
 
     @app.get("/o/{ref}/qr.svg", include_in_schema=False)
     def qr(ref: str, request: Request) -> Response:
+        if len(ref) > MAX_NUMBER:  # an order number is short; a QR code holds a couple of thousand bytes at most
+            return Response("no such order number", status_code=404, media_type="text/plain")
         return Response(qr_svg(order_url(public_url, request, ref)), media_type="image/svg+xml")
 
     @app.get("/o/{ref}/print", include_in_schema=False, response_model=None)

@@ -74,6 +74,11 @@ def test_a_person_creates_edits_races_and_resolves(hub: tuple[Settings, str]) ->
     resolved = pia.post(f"/api/v1/conflicts/{parked[0]['record_id']}/resolve",
                         json={"choice": "proposed", "comment": "paint is what the customer ordered"})
     assert (resolved.status_code, resolved.json()["outcome"], resolved.json()["version"]) == (200, "APPLIED", 3)
+    assert parked[0]["record_id"] not in {c["record_id"] for c in pia.get("/api/v1/conflicts").json()}, \
+        "a resolved conflict leaves the queue"
+    again = sam.post(f"/api/v1/conflicts/{parked[0]['record_id']}/resolve",
+                     json={"choice": "current", "comment": "I want zinc back"})
+    assert again.status_code == 409 and "resolved already by pia" in again.json()["detail"]
     shown = until(lambda: (o := pia.get(f"/api/v1/orders/{order}").json())["version"] == 3 and o, 60, "version 3")
     assert shown["instructions"] == [{"key": "coating", "text": "paint"}]
     history = pia.get(f"/api/v1/orders/{order}/history").json()
@@ -104,6 +109,18 @@ async def test_an_approval_above_the_threshold_is_the_managers_and_makes_the_ord
     shown = until(lambda: (o := maria.get(f"/api/v1/orders/{order}").json())["version"] == 3 and o, 60, "version 3")
     assert shown["status"] == "APPROVED" and shown["approvals"] == [
         {"level": "sales", "decision": "approved", "comment": "margin ok"}]
+
+
+def test_a_creation_sent_again_with_its_event_id_makes_one_order(hub: tuple[Settings, str]) -> None:
+    _, base = hub
+    sam = login(base, "sam")
+    body = {"event_id": f"form-{uuid.uuid4()}", "values": {
+        "customer.id": "C-8", "customer.name": "Eta AG", "requested_delivery": "2026-12-30",
+        "instructions": [{"key": "coating", "text": "none"}], "lines.10.material.id": "MAT-8",
+        "lines.10.quantity": 3, "lines.10.unit": "C62"}}
+    first, second = sam.post("/api/v1/orders", json=body).json(), sam.post("/api/v1/orders", json=body).json()
+    assert first["order_id"] == second["order_id"] and first["outcome"] == "CREATED"
+    assert second["outcome"] in ("CREATED", "DUPLICATE") and second["version"] == 1
 
 
 def test_an_offline_upload_retried_is_applied_once(hub: tuple[Settings, str]) -> None:

@@ -225,3 +225,36 @@ def test_the_openapi_description_is_published(api: TestClient) -> None:
     spec = api.get("/api/openapi.json").json()
     assert spec["info"]["title"] == "orderhub"
     assert {"/api/v1/orders", "/api/v1/orders/{ref}", "/api/v1/offline"} <= set(spec["paths"])
+
+
+def test_a_conflicts_values_are_hidden_like_the_order_s(filled: Settings) -> None:
+    from hub.api.app import _conflict
+    from tests.factories import make_conflict
+
+    record = make_conflict(field="terms")
+    (shown,) = _conflict(record, frozenset({"terms"})).fields
+    assert (shown["current_value"], shown["proposed_value"], shown["hidden"]) == (None, None, True)
+    (plain,) = _conflict(record, frozenset()).fields
+    assert plain["proposed_value"] is not None
+
+
+def test_a_hidden_field_inside_a_line_is_blanked(filled: Settings) -> None:
+    from hub.api.app import _visible
+
+    model = ReadModel(filled.read_model_url)
+    try:
+        order = model.order("O-1")
+    finally:
+        model.close()
+    view = _visible(order, frozenset({"lines.*.material.revision", "lines.*.unit_price"}))
+    assert view.lines[0].material.revision is None and view.lines[0].unit_price is None
+    assert view.lines[0].material.id == "MAT-100"
+
+
+def test_odd_input_is_a_precise_4xx_never_a_500(api: TestClient) -> None:
+    login = api.post("/api/v1/auth/session", json={"username": "sam", "password": PASSWORD})
+    assert login.status_code == 200
+    odd = api.patch("/api/v1/orders/O-2", json={"base_version": 1, "changes": {"contact": "x"}},
+                    headers={"X-CSRF-Token": "\u00e9t\u00e9".encode("latin-1")})  # not ASCII: compared as bytes
+    assert odd.status_code == 403
+    assert api.get("/o/" + "9" * 5000 + "/qr.svg").status_code == 404

@@ -4,7 +4,8 @@
 import * as queue from "/static/queue.js";
 
 const main = document.getElementById("main");
-const session = { me: null };
+const session = { me: null, role: null };
+const KEPT_USER = "orderhub.user";
 const STATUSES = ["DRAFT", "CONFIRMED", "APPROVED", "RELEASED", "IN_PRODUCTION", "COMPLETED", "SHIPPED", "CLOSED",
   "CANCELLED"];
 
@@ -99,6 +100,43 @@ const routes = [
   [/^\/o\/(.+)$/, orderPage],
 ];
 let leave = () => {};
+//: The order as an event stream pushed it (newer than the read model): the next render shows it.
+let pushed = null;
+//: Each render's number: a page whose render was overtaken by another shows nothing.
+let generation = 0;
+const current = (mine) => mine === generation;
+
+function header() {
+  document.getElementById("nav").hidden = !session.me;
+  const who = document.getElementById("who");
+  who.replaceChildren();
+  if (!session.me) return;
+  const roles = session.me.roles;
+  const kept = localStorage.getItem(`orderhub.role.${session.me.username}`);
+  session.role = roles.includes(kept) ? kept : roles[0];
+  const role = roles.length > 1
+    ? h("select", { name: "role", "aria-label": "act as", onchange: (e) => {
+      session.role = e.target.value;
+      localStorage.setItem(`orderhub.role.${session.me.username}`, session.role);
+    } }, roles.map((r) => h("option", { value: r, selected: r === session.role }, r)))
+    : h("span", {}, roles[0]);
+  who.append(h("span", {}, `${session.me.username} as `), role, " ",
+    h("button", { class: "secondary small", onclick: logout }, "Log out"));
+}
+
+async function logout() {
+  await call("DELETE", "/api/v1/auth/session").catch(() => {});
+  await forgetKept();
+  localStorage.removeItem(KEPT_USER);
+  session.me = null;
+  go("/login");
+}
+
+/** The answers the service worker kept belong to the person who read them: gone when another logs in. */
+async function forgetKept() {
+  if (!("caches" in window)) return;
+  for (const name of await caches.keys()) if (name.startsWith("orderhub-data")) await caches.delete(name);
+}
 
 export function go(path) {
   if (location.pathname + location.search !== path) history.pushState({}, "", path);
@@ -109,16 +147,21 @@ async function render() {
   leave();
   leave = () => {};
   const path = location.pathname;
+  const mine = ++generation;
   if (path !== "/login" && !session.me) {
     try {
       session.me = await get("/api/v1/me");
     } catch (problem) {
-      if (problem.status !== 401) throw problem;
-      return;
+      if (problem instanceof TypeError && localStorage.getItem(KEPT_USER)) {
+        session.me = JSON.parse(localStorage.getItem(KEPT_USER)); // offline: the person last logged in here
+      } else {
+        if (problem.status !== 401) throw problem;
+        return;
+      }
     }
   }
-  document.getElementById("nav").hidden = !session.me;
-  document.getElementById("who").textContent = session.me ? `${session.me.username} (${session.me.roles.join(", ")})` : "";
+  if (mine !== generation) return;
+  header();
   for (const [pattern, page] of routes) {
     const match = path.match(pattern);
     if (match) {
@@ -147,16 +190,24 @@ window.addEventListener("popstate", render);
 // --- the network ----------------------------------------------------------------------------------
 
 function online() {
-  document.getElementById("network").hidden = navigator.onLine;
+  const banner = document.getElementById("network");
+  banner.textContent = "Offline: changes are kept on this device and sent when the network is back.";
+  banner.hidden = navigator.onLine;
   if (navigator.onLine) sendQueued();
 }
 
 async function sendQueued() {
+  if (!session.me) return;
+  const banner = document.getElementById("network");
   try {
-    const results = await queue.upload(post);
+    const results = await queue.upload(session.me.username, post);
     if (results.length) window.dispatchEvent(new CustomEvent("orderhub:uploaded", { detail: results }));
   } catch (error) {
-    // still offline, or logged out: the edits stay queued
+    // offline, or logged out: the edits stay queued; anything else is said
+    if (error instanceof Problem && error.status !== 401) {
+      banner.hidden = false;
+      banner.textContent = `Your saved changes could not be sent (${error.message}); they stay on this device.`;
+    }
   }
 }
 
@@ -175,7 +226,11 @@ async function login() {
     onsubmit: async (event) => {
       event.preventDefault();
       try {
-        session.me = await post("/api/v1/auth/session", { username: username.value, password: password.value });
+        const me = await post("/api/v1/auth/session", { username: username.value, password: password.value });
+        const before = JSON.parse(localStorage.getItem(KEPT_USER) || "null");
+        if (!before || before.username !== me.username) await forgetKept();
+        localStorage.setItem(KEPT_USER, JSON.stringify({ username: me.username, roles: me.roles }));
+        session.me = me;
         go(params.get("next") || "/");
         sendQueued();
       } catch (problem) {
@@ -227,8 +282,12 @@ const EDITABLE = [
 ];
 
 async function orderPage(ref) {
-  if (ref.endsWith("/print")) { location.href = `/o/${encodeURIComponent(ref.slice(0, -6))}/print`; return; }
-  let order;
+  const mine = generation;
+  const printing = ref.endsWith("/print");
+  if (printing) ref = ref.slice(0, -"/print".length);
+  const mineRef = (o) => o && (o.order_id === ref || o.order_number === ref);
+  let order = mineRef(pushed) ? pushed : null;
+  const fromPush = Boolean(order);
   // an order just made may take a moment to reach the read model: look again for a few seconds
   for (let tries = 0; !order; tries += 1) {
     try {
@@ -238,16 +297,19 @@ async function orderPage(ref) {
       if (tries >= 20) { show(h("p", { class: "notice" }, `No order ${ref}.`), link("/", "Orders")); return; }
       if (tries === 0) show(h("p", { class: "muted" }, `Looking for ${ref}...`));
       await new Promise((r) => setTimeout(r, 500));
-      if (!location.pathname.startsWith("/o/")) return; // the person went elsewhere
+      if (!current(mine)) return; // the person went elsewhere
     }
   }
+  if (mineRef(pushed) && pushed.version > order.version) order = pushed; // the read model is a checkpoint behind
+  if (printing) { location.replace(`/o/${encodeURIComponent(order.order_number)}/print`); return; }
   const [history, conflictList, alertList] = await Promise.all([
     get(`/api/v1/orders/${order.order_id}/history`).catch(() => []),
     get(`/api/v1/orders/${order.order_id}/conflicts`).catch(() => []),
     get(`/api/v1/orders/${order.order_id}/alerts`).catch(() => []),
   ]);
-  const pending = (await queue.waiting()).filter((e) => e.order === order.order_id);
-  const answered = Object.values(await queue.outcomes()).filter((o) => o.order === order.order_id);
+  const pending = (await queue.waiting(session.me.username)).filter((e) => e.order === order.order_id);
+  const answered = Object.values(await queue.outcomesOf(session.me.username)).filter((o) => o.order === order.order_id);
+  if (!current(mine)) return;
   const hidden = new Set(order.hidden_fields);
   const amounts = hidden.has("amounts.net") ? []
     : [h("dt", {}, "Net"), h("dd", {}, `${value(order.amounts.net)} ${value(order.currency)}`),
@@ -266,20 +328,18 @@ async function orderPage(ref) {
         }
       });
       if (!Object.keys(changes).length) { message.textContent = "Nothing changed."; return; }
-      const edit = await queue.keep(order.order_id, order.version, changes);
+      const edit = await queue.keep(session.me.username, session.role, order.order_id, order.version, changes);
       message.textContent = `Kept on this device (${edit.event_id}); sending...`;
       if (!navigator.onLine) { message.textContent = "Offline: kept on this device, sent when the network is back."; return; }
       await sendQueued();
-      const outcome = (await queue.outcomes())[edit.event_id];
+      const outcome = (await queue.outcomesOf(session.me.username))[edit.event_id];
       message.textContent = outcome ? `${outcome.outcome}${outcome.version ? `, version ${outcome.version}` : ""}${outcome.message ? `: ${outcome.message}` : ""}`
         : "Kept on this device, sent when the network is back.";
     },
   }, h("h2", {}, "Change"), EDITABLE.map(([name, label], i) => field(label, inputs[i])),
   h("button", { type: "submit" }, "Save"), message);
 
-  const waitingLevels = (await get("/api/v1/approvals").catch(() => []))
-    .filter((o) => o.order_id === order.order_id).flatMap((o) => o.levels);
-  const approve = waitingLevels.map((level) => {
+  const approve = order.approvals_waiting.map((level) => {
     const comment = h("input", { name: `comment-${level}`, placeholder: "comment (needed to refuse)" });
     const said = h("span", { class: "result" });
     const decide = (decision) => async () => {
@@ -329,14 +389,21 @@ async function orderPage(ref) {
       h("li", {}, `${r.system} ${r.object_type} ${r.external_number || r.external_id}`)))),
   );
 
+  if (!current(mine)) return;
   // live: a new version re-renders the page (server-sent events), and so does an upload's answer
   const events = new EventSource(`/api/v1/orders/${encodeURIComponent(order.order_id)}/events`);
   events.addEventListener("version", (event) => {
-    if (JSON.parse(event.data).version !== order.version) render();
+    const data = JSON.parse(event.data);
+    if (data.version > order.version) {
+      pushed = data.order || null; // the engine's newest: shown at once, its history when the read model has it
+      render();
+    }
   });
+  // shown from the push: its history etc. once the read model has caught up (then the push is not needed)
+  const refresh = fromPush ? setTimeout(() => { if (current(mine)) render(); }, 3500) : null;
   const uploaded = () => render();
   window.addEventListener("orderhub:uploaded", uploaded);
-  leave = () => { events.close(); window.removeEventListener("orderhub:uploaded", uploaded); };
+  leave = () => { events.close(); clearTimeout(refresh); window.removeEventListener("orderhub:uploaded", uploaded); };
 }
 
 function conflictView(c) {
@@ -345,7 +412,8 @@ function conflictView(c) {
   const resolve = (choice) => async () => {
     if (!comment.value) { said.textContent = "Say why."; return; }
     try {
-      const d = await post(`/api/v1/conflicts/${encodeURIComponent(c.record_id)}/resolve`, { choice, comment: comment.value });
+      const d = await post(`/api/v1/conflicts/${encodeURIComponent(c.record_id)}/resolve`,
+        { choice, comment: comment.value, role: session.role });
       said.textContent = `${d.outcome}${d.version ? `, version ${d.version}` : ""}`;
     } catch (problem) { said.textContent = problemText(problem); }
   };
@@ -379,7 +447,7 @@ async function newOrder() {
         } else values[name] = input.type === "number" ? Number(input.value) : input.value;
       }
       try {
-        const d = await post("/api/v1/orders", { values });
+        const d = await post("/api/v1/orders", { values, role: session.role, event_id: `web-${crypto.randomUUID()}` });
         message.textContent = `${d.outcome}: version ${d.version}`;
         setTimeout(() => go(`/o/${d.order_id}`), 400);
       } catch (problem) {

@@ -6,7 +6,7 @@
 //    when the network is away (so an order opened before opens again offline). The event stream is
 //    never cached.
 // 3. Writes are never cached or replayed here: the page queues them (queue.js) and uploads them.
-// 4. Logging out empties the kept answers.
+// 4. Logging out empties the kept answers, and so does the page when another person logs in here.
 
 const SHELL = "orderhub-shell-v1";
 const DATA = "orderhub-data-v1";
