@@ -57,14 +57,14 @@ def up(state_dir: Path, port: int) -> str:
     config = home / "mosquitto.conf"
     if (pid := process.recorded_pid(home / "mosquitto.pid", marker=str(config))) is not None:
         running_port = _configured_port(config) or port
-        _wait_answering(pid, running_port, home)
+        process.wait_answering(pid, running_port, home / "mosquitto.log", "Mosquitto", START_TIMEOUT)
         return url(running_port)
     if process.answers(port):
         raise ConfigError(f"port {port} on 127.0.0.1 is taken by a process that is not this local Mosquitto")
     home.mkdir(parents=True, exist_ok=True)
     config.write_text(_config(port))
     pid = process.spawn([mosquitto, "-c", config], log=home / "mosquitto.log", pidfile=home / "mosquitto.pid")
-    _wait_answering(pid, port, home)
+    process.wait_answering(pid, port, home / "mosquitto.log", "Mosquitto", START_TIMEOUT)
     return url(port)
 
 
@@ -114,11 +114,3 @@ def _configured_port(config: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _wait_answering(pid: int, port: int, home: Path) -> None:
-    log = home / "mosquitto.log"
-    if not process.wait_until(lambda: process.answers(port) or not process.alive(pid), START_TIMEOUT):
-        process.stop([pid])
-        raise ConfigError(f"Mosquitto did not answer on 127.0.0.1:{port} within {START_TIMEOUT:.0f} s; "
-                          f"end of {log}:\n{process.tail(log)}")
-    if not process.alive(pid):
-        raise ConfigError(f"Mosquitto exited during startup; end of {log}:\n{process.tail(log)}")

@@ -119,6 +119,19 @@ def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 
     return True
 
 
+def wait_answering(pid: int, port: int, log: Path, what: str, timeout: float) -> None:
+    """Until the server ``pid`` started answers on 127.0.0.1:``port``; ConfigError with the end of its
+    log when it exits first (or is stopped here after ``timeout`` seconds without an answer)."""
+    from hub.errors import ConfigError
+
+    if not wait_until(lambda: answers(port) or not alive(pid), timeout):
+        stop([pid])
+        raise ConfigError(f"{what} did not answer on 127.0.0.1:{port} within {timeout:.0f} s; "
+                          f"end of {log}:\n{tail(log)}")
+    if not alive(pid):
+        raise ConfigError(f"{what} exited during startup; end of {log}:\n{tail(log)}")
+
+
 def answers(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts TCP connections on ``host:port``."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):

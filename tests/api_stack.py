@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from hub.api.app import READY
 from hub.api.users import Users
@@ -16,6 +16,22 @@ from tests.integration.kafka_helpers import WorkerProcess, delete_namespace_topi
 from tests.services import namespaced_settings
 
 PASSWORD = "correct horse battery"
+T = TypeVar("T")
+
+
+def until(check: Callable[[], T], what: str, timeout: float = 60) -> T:
+    """``check()`` until it returns something truthy, and that (the read model follows the engine by a
+    checkpoint); AssertionError naming ``what`` after ``timeout`` seconds."""
+    found: list[T] = []
+
+    def holds() -> bool:
+        value = check()
+        if value:
+            found.append(value)
+        return bool(value)
+    if not process.wait_until(holds, timeout, interval=0.2):
+        raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+    return found[-1]
 
 
 @contextlib.contextmanager

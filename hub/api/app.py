@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import uuid
+from dataclasses import dataclass, replace
 from urllib.parse import quote
 from typing import Any, AsyncIterator, Literal
 
@@ -38,11 +39,11 @@ from hub.api.live import Live
 from hub.api.records import Acks, Resolutions
 from hub.api.users import Users
 from hub.api.web import add_web
-from hub.domain.fields import canonical_json, rule_path
+from hub.domain.fields import canonical_json, field_values, rule_path
 from hub.errors import BrokerUnavailable, InvalidInput
 from hub.events import (Actor, ChangeProposal, FieldChange, FieldError, LifecycleStatus, OrderAlert, OrderRef,
                         OrderSnapshot, ProposalIntent, ProposalOutcome)
-from hub.readmodel import AmbiguousOrder, OrderNotFound, ReadModel
+from hub.readmodel import AmbiguousOrder, OrderNotFound, OrderSummary, ReadModel
 from hub.settings import Settings
 
 API = "/api/v1"
@@ -88,23 +89,9 @@ class OrderView(OrderSnapshot):
                                          "the caller's roles.")
 
 
-class OrderItem(BaseModel):
-    order_id: str
-    order_number: str
-    version: int
-    status: LifecycleStatus
-    on_hold: bool
-    customer_id: str | None
-    customer_name: str | None
-    requested_delivery: dt.date | None
-    promised_delivery: dt.date | None
-    amount_net: str | None = Field(description="Null when hidden from the caller's roles.")
-    currency: str | None
-    updated_at: dt.datetime
-
-
 class OrderPage(BaseModel):
-    items: list[OrderItem]
+    items: list[OrderSummary] = Field(description="Each order's summary; amount_net is null when hidden from "
+                                      "the caller's roles.")
     page: int
     page_size: int
     more: bool = Field(description="Whether another page follows.")
@@ -210,8 +197,10 @@ class OfflineResults(BaseModel):
     results: list[Decision]
 
 
-class ApprovalItem(OrderItem):
-    levels: list[str] = Field(description="The approval levels waiting for one of the caller's roles.")
+@dataclass(frozen=True)
+class ApprovalItem(OrderSummary):
+    levels: tuple[str, ...] = ()
+    """The approval levels waiting for one of the caller's roles."""
 
 
 class AlertView(OrderAlert):
@@ -437,7 +426,12 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             quiet = 0.0
             while not await request.is_disconnected():
                 snapshot = await hub.live.newer(order_id, seen, timeout_s=SSE_POLL_S)
-                version = snapshot.version if snapshot else await asyncio.to_thread(hub.model.version_of, order_id)
+                if snapshot is not None:
+                    version = snapshot.version
+                elif seen is None or not hub.live.following:  # the first version, or Kafka away: the read model
+                    version = await asyncio.to_thread(hub.model.version_of, order_id)
+                else:
+                    version = seen
                 if version is not None and (seen is None or version > seen):
                     seen, quiet = version, 0.0
                     data: dict[str, Any] = {"version": version}
@@ -486,7 +480,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         for summary in hub.model.list_orders(status=LifecycleStatus.CONFIRMED, limit=APPROVALS_LIMIT):
             levels = _levels_for(hub, hub.model.order(summary.order_id), who)
             if levels:
-                found.append(ApprovalItem(**_item(summary, hidden).model_dump(), levels=levels))
+                found.append(ApprovalItem(**_item(summary, hidden).__dict__, levels=tuple(levels)))
         return found
 
     @app.get(f"{API}/alerts", response_model=list[AlertView], responses=PROBLEMS, tags=["alerts"])
@@ -563,7 +557,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
         """Resolve a parked conflict, saying why: keep what the order holds now, take the parked proposal's
         values, or give new ones. Written from the version the conflict was decided at, so a change made
         since is not overwritten unseen (it conflicts again). The first resolution stands: 409 after it."""
-        from hub.domain.fields import field_values, load_json
+        from hub.domain.fields import load_json
 
         hub = hub_of(request)
         conflict = hub.model.conflict(record_id)
@@ -745,16 +739,9 @@ def _visible(order: OrderSnapshot, hidden: frozenset[str]) -> OrderView:
     return OrderView.model_validate({**data, "hidden_fields": sorted(hidden)})
 
 
-def _canonical_values(order: OrderSnapshot) -> dict[str, Any]:
-    """The order's canonical values by field path (what the notifier knows of an order, too)."""
-    from hub.streams.notify import known_of
-
-    return known_of(order).values
-
-
-def _item(summary: Any, hidden: frozenset[str]) -> OrderItem:
-    net = None if "amounts.net" in hidden or summary.amount_net is None else str(summary.amount_net)
-    return OrderItem(**{**summary.__dict__, "amount_net": net})
+def _item(summary: OrderSummary, hidden: frozenset[str]) -> OrderSummary:
+    """The summary as the caller may see it (no net amount when it is hidden from their roles)."""
+    return replace(summary, amount_net=None) if "amounts.net" in hidden else summary
 
 
 def _with_acks(hub: Hub, alerts: list[OrderAlert]) -> list[AlertView]:
@@ -785,7 +772,8 @@ def _levels_for(hub: Hub, order: OrderSnapshot, who: Caller) -> list[str]:
     approvals = hub.rules.workflow.approvals if hub.rules.workflow else None
     if approvals is None:
         return []
-    return [level.name for level in notify.waiting(approvals, _canonical_values(order)) if level.role in who.roles]
+    values = field_values(order.model_dump(mode="json"))
+    return [level.name for level in notify.waiting(approvals, values) if level.role in who.roles]
 
 
 def _loaded(text: str | None) -> Any:
@@ -801,38 +789,36 @@ def problem(status: int, title: str, detail: str | None = None, errors: list[dic
     return JSONResponse(body.model_dump(), status_code=status, media_type=PROBLEM, headers=headers)
 
 
+#: Exceptions that are a plain problem document: their status and title; the detail is what they say.
+PLAIN_PROBLEMS: tuple[tuple[type[Exception], int, str], ...] = (
+    (Forbidden, 403, "Forbidden"),
+    (Conflict, 409, "Conflict"),
+    (AmbiguousOrder, 409, "Ambiguous order reference"),  # an OrderNotFound: the most specific handler answers
+    (LookupError, 404, "Not Found"),  # an order, conflict or alert that is not there
+    (InvalidInput, 422, "Invalid input"),
+)
+
+
 def _problems(app: FastAPI) -> None:
+    def plain(status: int, title: str) -> Any:
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            return problem(status, title, str(exc))
+        return handler
+
+    for exception, status, title in PLAIN_PROBLEMS:
+        app.add_exception_handler(exception, plain(status, title))
+
     @app.exception_handler(Unauthorized)
     async def _401(request: Request, exc: Unauthorized) -> JSONResponse:
         return problem(401, "Unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
-
-    @app.exception_handler(Forbidden)
-    async def _403(request: Request, exc: Forbidden) -> JSONResponse:
-        return problem(403, "Forbidden", str(exc))
 
     @app.exception_handler(TooManyAttempts)
     async def _429(request: Request, exc: TooManyAttempts) -> JSONResponse:
         return problem(429, "Too Many Requests", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
-    @app.exception_handler(Conflict)
-    async def _409_conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return problem(409, "Conflict", str(exc))
-
-    @app.exception_handler(AmbiguousOrder)
-    async def _409(request: Request, exc: AmbiguousOrder) -> JSONResponse:
-        return problem(409, "Ambiguous order reference", str(exc))
-
     @app.exception_handler(OrderNotFound)
     async def _404(request: Request, exc: OrderNotFound) -> JSONResponse:
         return problem(404, "Not Found", f"no order {exc}" if str(exc) else "no such order")
-
-    @app.exception_handler(LookupError)
-    async def _404_other(request: Request, exc: LookupError) -> JSONResponse:
-        return problem(404, "Not Found", str(exc))
-
-    @app.exception_handler(InvalidInput)
-    async def _422_input(request: Request, exc: InvalidInput) -> JSONResponse:
-        return problem(422, "Invalid input", str(exc))
 
     @app.exception_handler(Refused)
     async def _422_refused(request: Request, exc: Refused) -> JSONResponse:

@@ -33,6 +33,8 @@ class Live:
         self.settings = settings
         self._latest: OrderedDict[str, OrderSnapshot] = OrderedDict()
         self._changed = asyncio.Condition()
+        #: True while the state topic is followed (the streams then need not look at the read model).
+        self.following = False
 
     def latest(self, order_id: str) -> OrderSnapshot | None:
         return self._latest.get(order_id)
@@ -83,6 +85,7 @@ class Live:
             partitions = [TopicPartition(topic, p) for p in sorted(await topic_partitions(self.settings, topic))]
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
+            self.following = True
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
                 changed = False
@@ -105,4 +108,5 @@ class Live:
                     async with self._changed:
                         self._changed.notify_all()
         finally:
+            self.following = False
             await consumer.stop()

@@ -289,4 +289,9 @@ def field_values(snapshot: dict[str, Any], only: Iterable[str] | None = None) ->
             path = f"lines.{line['line_no']}.{attr}"
             if wanted is None or path in wanted:
                 put(path, kind, line, attr.split("."))
+    for approval in snapshot.get("approvals") or []:  # approvals.<level>: {"decision", "comment"}
+        path = f"approvals.{approval['level']}"
+        if wanted is None or path in wanted:
+            put(path, APPROVAL, {"approval": {"decision": approval["decision"], "comment": approval.get("comment")}},
+                ["approval"])
     return values

@@ -38,7 +38,7 @@ from hub.events import OrderAlert, OrderSnapshot
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
-from hub.streams.core import Inbound, TopicNames, dead_letter
+from hub.streams.core import Inbound, TopicNames, dead_letter, range_group_consumer
 
 #: The alert worker's consumer group (namespaced).
 GROUP = "orderhub-alerts"
@@ -142,8 +142,7 @@ class AlertWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until ``stop`` is set."""
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+        from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
         from aiokafka.errors import KafkaTimeoutError
 
         worker = self
@@ -167,12 +166,7 @@ class AlertWorker:
                 except Exception as exc:  # noqa: BLE001 - aiokafka would only log it; the loop raises it
                     worker._failed = exc
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.topic_namespace + GROUP,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000))
+        consumer = range_group_consumer(self.settings, GROUP)
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all",
                                     enable_idempotence=True)
         consumer.subscribe([self.topics.state, self.topics.alerts], listener=Listener())

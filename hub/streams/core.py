@@ -35,6 +35,7 @@ from hub.events import (
     ChangeProposal, ExternalRef, FieldError, OrderRejection, ProposalAnswer, ProposalOutcome, RejectionReason,
 )
 from hub.serde.wire import AvroCodec
+from hub.settings import Settings
 from hub.topics import TopicNames
 
 #: Namespace of order ids derived from the external reference that created the order.
@@ -239,3 +240,17 @@ def stored_state(value: bytes) -> OrderState:
     first = value.find(b"\n")
     entry = orjson.loads(value if first < 0 else value[:first])
     return OrderState.from_dict(entry["state"] if "state" in entry else entry)
+
+
+def range_group_consumer(settings: Settings, group: str) -> Any:
+    """A consumer in the (namespaced) group ``group`` that commits nothing by itself, with range
+    assignment: partition p of every topic it subscribes to goes to the same member, so co-partitioned
+    topics (an order's state and its alerts) are read together. The workers beside the engine use it."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers, group_id=settings.topic_namespace + group,
+        enable_auto_commit=False, auto_offset_reset="earliest", partition_assignment_strategy=(RangePartitionAssignor,),
+        session_timeout_ms=int(settings.session_timeout_s * 1000),
+        heartbeat_interval_ms=int(settings.heartbeat_interval_s * 1000))

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hub.domain import notify
-from hub.domain.fields import canonical_json, field_values, kind_of
+from hub.domain.fields import field_values
 from hub.domain.notify import Notice, Notifications, Subscriber
 from hub.errors import ConfigError, UndecodableRecord
 from hub.events import OrderAlert, OrderChange, OrderConflict, OrderRejection, OrderSnapshot
@@ -47,7 +47,7 @@ from hub.notify.outbox import Known, Outbox, Stored
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
-from hub.streams.core import Inbound, TopicNames, dead_letter
+from hub.streams.core import Inbound, TopicNames, dead_letter, range_group_consumer
 from hub.streams.delivery import backoff_s
 
 #: The notifier's consumer group (namespaced).
@@ -65,12 +65,7 @@ def outbox_path(settings: Settings) -> Path:
 
 def known_of(snapshot: OrderSnapshot) -> Known:
     """What a notification needs of an order, from its snapshot: its canonical values by path."""
-    values: dict[str, Any] = field_values(snapshot.model_dump(mode="json"))
-    for approval in snapshot.approvals:  # field_values reads the header and the lines only
-        path = f"approvals.{approval.level}"
-        values[path] = kind_of(path).canonical(canonical_json({"decision": approval.decision,
-                                                                "comment": approval.comment}))
-    return Known(snapshot.version, snapshot.order_number, values)
+    return Known(snapshot.version, snapshot.order_number, field_values(snapshot.model_dump(mode="json")))
 
 
 class Reader:
@@ -139,8 +134,7 @@ class Reader:
         self._assigned = True
 
     async def run(self, stop: asyncio.Event) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
-        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+        from aiokafka import AIOKafkaProducer, ConsumerRebalanceListener
 
         reader = self
 
@@ -155,12 +149,7 @@ class Reader:
                 except Exception as exc:  # noqa: BLE001 - aiokafka would only log it; the loop raises it
                     reader._failed = exc
 
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.bootstrap_servers, group_id=self.settings.topic_namespace + GROUP,
-            enable_auto_commit=False, auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
-            session_timeout_ms=int(self.settings.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000))
+        consumer = range_group_consumer(self.settings, GROUP)
         producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers, acks="all")
         consumer.subscribe(list(self.sources), listener=Listener())
         await consumer.start()

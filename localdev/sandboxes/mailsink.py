@@ -96,7 +96,7 @@ def up(state_dir: Path, port: int) -> str:
     marker = str(Path(state_dir).resolve())
     if (pid := process.recorded_pid(home / "mailsink.pid", marker=marker)) is not None:
         port = json.loads((home / "mailsink.json").read_text()).get("port", port)
-        _wait_answering(pid, port, home)
+        process.wait_answering(pid, port, home / "mailsink.log", "mail sink", START_TIMEOUT)
         return f"127.0.0.1:{port}"
     if process.answers(port):
         raise ConfigError(f"port {port} on 127.0.0.1 is taken by a process that is not this mail sink")
@@ -104,23 +104,13 @@ def up(state_dir: Path, port: int) -> str:
     cmd = [sys.executable, "-m", "localdev.sandboxes.mailsink", "--state-dir", marker, "--port", str(port)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))}
     pid = process.spawn(cmd, log=home / "mailsink.log", pidfile=home / "mailsink.pid", cwd=PROJECT_DIR, env=env)
-    _wait_answering(pid, port, home)
+    process.wait_answering(pid, port, home / "mailsink.log", "mail sink", START_TIMEOUT)
     return f"127.0.0.1:{port}"
 
 
 def down(state_dir: Path) -> list[int]:
     """Stop the mail sink running on ``state_dir``; the PIDs stopped."""
     return process.stop_recorded(folder(state_dir) / "mailsink.pid", marker=str(Path(state_dir).resolve()))
-
-
-def _wait_answering(pid: int, port: int, home: Path) -> None:
-    if not process.wait_until(lambda: process.answers(port) or not process.alive(pid), START_TIMEOUT):
-        process.stop([pid])
-        raise ConfigError(f"mail sink did not answer on 127.0.0.1:{port} within {START_TIMEOUT:.0f} s; "
-                          f"end of {home / 'mailsink.log'}:\n{process.tail(home / 'mailsink.log')}")
-    if not process.alive(pid):
-        raise ConfigError(f"mail sink exited during startup; end of {home / 'mailsink.log'}:\n"
-                          f"{process.tail(home / 'mailsink.log')}")
 
 
 def main(argv: list[str] | None = None) -> None:

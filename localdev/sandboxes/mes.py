@@ -584,7 +584,7 @@ def up(state_dir: Path, port: int, *, mqtt_port: int | None = None, auto_seconds
     marker = str(Path(state_dir).resolve())
     if (pid := process.recorded_pid(folder / "mes.pid", marker=marker)) is not None:
         running_port = _started_with(folder).get("port", port)
-        _wait_answering(pid, running_port, folder)
+        process.wait_answering(pid, running_port, folder / "mes.log", "sandbox MES", START_TIMEOUT)
         return url(running_port)
     if process.answers(port):
         raise ConfigError(f"port {port} on 127.0.0.1 is taken by a process that is not this sandbox MES")
@@ -594,7 +594,7 @@ def up(state_dir: Path, port: int, *, mqtt_port: int | None = None, auto_seconds
     cmd += ["--auto-seconds", str(auto_seconds)] if auto_seconds is not None else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_DIR), os.environ.get("PYTHONPATH")]))}
     pid = process.spawn(cmd, log=folder / "mes.log", pidfile=folder / "mes.pid", cwd=PROJECT_DIR, env=env)
-    _wait_answering(pid, port, folder)
+    process.wait_answering(pid, port, folder / "mes.log", "sandbox MES", START_TIMEOUT)
     return url(port)
 
 
@@ -615,16 +615,6 @@ def _started_with(folder: Path) -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((folder / "mes.json").read_text())
     return {}
-
-
-def _wait_answering(pid: int, port: int, folder: Path) -> None:
-    if not process.wait_until(lambda: process.answers(port) or not process.alive(pid), START_TIMEOUT):
-        process.stop([pid])
-        raise ConfigError(f"sandbox MES did not answer on 127.0.0.1:{port} within {START_TIMEOUT:.0f} s; "
-                          f"end of {folder / 'mes.log'}:\n{process.tail(folder / 'mes.log')}")
-    if not process.alive(pid):
-        raise ConfigError(f"sandbox MES exited during startup; end of {folder / 'mes.log'}:\n"
-                          f"{process.tail(folder / 'mes.log')}")
 
 
 def main(argv: list[str] | None = None) -> None:

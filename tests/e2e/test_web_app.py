@@ -21,7 +21,7 @@ import pytest
 
 from hub.client import HubClient
 from hub.settings import PROJECT_DIR, Settings
-from tests.api_stack import PASSWORD, running_api
+from tests.api_stack import PASSWORD, running_api, until
 from tests.domain_helpers import creation, proposal
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,8 @@ def order_made(settings: Settings, gross: str | None = None, base: str | None = 
     number = run_async(make)
     if base is not None:
         version = 2 if gross is not None else 1
-        until(lambda: api_get(base, "pia", f"/api/v1/orders/{order}").get("version") == version)
+        until(lambda: api_get(base, "pia", f"/api/v1/orders/{order}").get("version") == version,
+              f"{order} at version {version} in the read model")
     return order, number
 
 
@@ -115,13 +116,16 @@ def api_get(base: str, user: str, path: str) -> Any:
     return httpx.get(f"{base}{path}", headers={"Authorization": f"Bearer {_TOKENS[(base, user)]}"}).json()
 
 
-def until(check: Any, timeout: float = 60) -> Any:
-    """``check()`` until it is truthy (the read model follows the engine by a moment); its value."""
-    deadline = time.monotonic() + timeout
-    while not (found := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
-    return found
+def order_page_kept_offline(context: Any, base: str, user: str, number: str) -> Any:
+    """The order page, logged in, loaded twice with the service worker in control: what it needs to open
+    without a network is kept."""
+    page = log_in(context, base, user, then=f"/o/{number}")
+    page.wait_for_selector("input[name=customer_po_number]")
+    page.wait_for_function("navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready")
+    page.reload()  # once more online, so the service worker keeps this order's answers
+    page.wait_for_selector("input[name=customer_po_number]")
+    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    return page
 
 
 def no_horizontal_overflow(page: Any) -> bool:
@@ -205,7 +209,7 @@ def test_a_conflict_is_resolved_side_by_side(hub: tuple[Settings, str], browser:
     card.locator("input[name=comment]").fill("the customer asked for paint")
     card.locator("button:has-text('Take proposed')").click()
     card.locator(".result:has-text('APPLIED')").wait_for()
-    shown = until(lambda: (o := api_get(base, "pia", f"/api/v1/orders/{order}"))["version"] == 3 and o)
+    shown = until(lambda: (o := api_get(base, "pia", f"/api/v1/orders/{order}"))["version"] == 3 and o, "version 3")
     assert shown["instructions"] == [{"key": "coating", "text": "paint"}]
 
 
@@ -233,12 +237,7 @@ def test_an_edit_made_offline_survives_a_reload_and_is_applied_once(hub: tuple[S
     settings, base = hub
     order, number = order_made(settings, base=base)
     context = browser(PHONE)
-    page = log_in(context, base, "sam", then=f"/o/{number}")
-    page.wait_for_selector("input[name=customer_po_number]")
-    page.wait_for_function("navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready")
-    page.reload()  # once more online, so the service worker keeps this order's answers
-    page.wait_for_selector("input[name=customer_po_number]")
-    page.wait_for_function("navigator.serviceWorker.controller !== null")
+    page = order_page_kept_offline(context, base, "sam", number)
 
     context.set_offline(True)
     page.wait_for_selector("#network:not([hidden])")
@@ -250,7 +249,8 @@ def test_an_edit_made_offline_survives_a_reload_and_is_applied_once(hub: tuple[S
 
     context.set_offline(False)
     page.wait_for_selector("li.answered:has-text('APPLIED')", timeout=30000)
-    history = until(lambda: (h := api_get(base, "sam", f"/api/v1/orders/{order}/history")) and len(h) >= 2 and h)
+    history = until(lambda: (h := api_get(base, "sam", f"/api/v1/orders/{order}/history")) and len(h) >= 2 and h,
+                    "the edit in the history")
     made = [h for h in history if any(d["field"] == "customer_po_number" for d in h["diffs"])]
     assert len(made) == 1 and made[0]["actor_id"] == "sam", history
     page.reload()  # nothing is sent twice: the queue is empty, the answer kept
@@ -290,9 +290,7 @@ def test_on_a_shared_device_an_edit_waits_for_the_person_who_made_it(hub: tuple[
     settings, base = hub
     order, number = order_made(settings, base=base)
     context = browser(PHONE)
-    page = log_in(context, base, "sam", then=f"/o/{number}")
-    page.wait_for_selector("input[name=customer_po_number]")
-    page.wait_for_function("navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready")
+    page = order_page_kept_offline(context, base, "sam", number)
     context.set_offline(True)
     page.fill("input[name=customer_po_number]", "PO-SAMS")
     page.click("form.edit button[type=submit]")
@@ -309,5 +307,6 @@ def test_on_a_shared_device_an_edit_waits_for_the_person_who_made_it(hub: tuple[
     page.wait_for_url("**/login")
     log_in(context, base, "sam", then=f"/o/{number}")  # sam is back: the edit goes, as sam
     page.wait_for_selector("li.answered:has-text('APPLIED')", timeout=30000)
-    history = until(lambda: (h := api_get(base, "sam", f"/api/v1/orders/{order}/history")) and len(h) == 2 and h)
+    history = until(lambda: (h := api_get(base, "sam", f"/api/v1/orders/{order}/history")) and len(h) == 2 and h,
+                    "sam's edit in the history")
     assert (history[1]["actor_id"], history[1]["actor_role"]) == ("sam", "sales")
