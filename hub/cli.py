@@ -93,15 +93,12 @@ def _notify(args: argparse.Namespace) -> int:
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from hub.api.app import create_app
+    from hub.api.app import serve
     from hub.logs import configure
 
     settings = get_settings()
     configure(settings)
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level="warning",
-                proxy_headers=False)
+    serve(settings)
     return 0
 
 

@@ -277,6 +277,22 @@ class Hub:
         self.users.close()
 
 
+def serve(settings: Settings) -> None:
+    """Run the API until interrupted; ``READY`` is logged once its socket listens (uvicorn binds it only
+    after the app's start-up)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                log.info("%s on http://%s:%d (OpenAPI at /api/openapi.json)", READY, settings.api_host,
+                         settings.api_port)
+
+    Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
+                          log_level="warning", proxy_headers=False)).run()
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The API for the hub these settings name."""
 
@@ -288,7 +304,6 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.hub = Hub(settings, users, Tokens(key, settings.api_token_ttl_s,
                                                     session_ttl_s=settings.api_session_ttl_s))
         following = asyncio.create_task(app.state.hub.live.run(), name="live order updates")
-        log.info("%s on http://%s:%d (OpenAPI at /api/openapi.json)", READY, settings.api_host, settings.api_port)
         try:
             yield
         finally:
@@ -426,12 +441,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             quiet = 0.0
             while not await request.is_disconnected():
                 snapshot = await hub.live.newer(order_id, seen, timeout_s=SSE_POLL_S)
-                if snapshot is not None:
-                    version = snapshot.version
-                elif seen is None or not hub.live.following:  # the first version, or Kafka away: the read model
-                    version = await asyncio.to_thread(hub.model.version_of, order_id)
-                else:
-                    version = seen
+                version = snapshot.version if snapshot else await asyncio.to_thread(hub.model.version_of, order_id)
                 if version is not None and (seen is None or version > seen):
                     seen, quiet = version, 0.0
                     data: dict[str, Any] = {"version": version}

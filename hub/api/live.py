@@ -14,6 +14,7 @@ So the API process follows the state topic itself, and an open order page learns
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import OrderedDict
 
@@ -32,7 +33,9 @@ class Live:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._latest: OrderedDict[str, OrderSnapshot] = OrderedDict()
-        self._changed = asyncio.Condition()
+        #: Set (and replaced by a fresh one) whenever a snapshot arrives: what the streams wait on. An
+        #: event, not a condition: a condition's wait cancelled by a timeout may end without its lock.
+        self._changed = asyncio.Event()
         #: True while the state topic is followed (the streams then need not look at the read model).
         self.following = False
 
@@ -41,16 +44,16 @@ class Live:
 
     async def newer(self, order_id: str, than: int | None, timeout_s: float) -> OrderSnapshot | None:
         """The order's snapshot once it is newer than version ``than``; None after ``timeout_s``."""
-        def found() -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
             snapshot = self._latest.get(order_id)
-            return snapshot is not None and (than is None or snapshot.version > than)
-
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(found), timeout_s)
-            except asyncio.TimeoutError:
+            if snapshot is not None and (than is None or snapshot.version > than):
+                return snapshot
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
                 return None
-        return self._latest.get(order_id)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
 
     async def run(self) -> None:
         """Rule 1 and 2, until cancelled."""
@@ -85,6 +88,8 @@ class Live:
             partitions = [TopicPartition(topic, p) for p in sorted(await topic_partitions(self.settings, topic))]
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
+            for tp in partitions:  # the end is where it is now, not where it is at the first fetch
+                await consumer.position(tp)
             self.following = True
             while True:
                 batch = await consumer.getmany(timeout_ms=1000)
@@ -105,8 +110,8 @@ class Live:
                 while len(self._latest) > KEEP:
                     self._latest.popitem(last=False)
                 if changed:
-                    async with self._changed:
-                        self._changed.notify_all()
+                    self._changed.set()
+                    self._changed = asyncio.Event()
         finally:
             self.following = False
             await consumer.stop()

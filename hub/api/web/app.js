@@ -470,11 +470,29 @@ async function approvals() {
       h("div", { class: "row muted" }, value(o.customer_name), `levels: ${o.levels.join(", ")}`)))) : h("p", {}, "Nothing waits for you."));
 }
 
+//: How often an open list of conflicts looks for newly parked ones.
+const LIST_REFRESH_MS = 5000;
+
 async function conflicts() {
+  const mine = generation;
+  const card = (c) => h("section", { class: "card", dataset: { record: c.record_id } },
+    h("h2", {}, link(`/o/${c.order_number || c.order_id}`, c.order_number || c.order_id)), conflictView(c));
+  const none = h("p", {}, "No conflict waits.");
   const parked = await get("/api/v1/conflicts");
-  show(h("h1", {}, "Conflicts waiting for a person"), parked.length ? parked.map((c) =>
-    h("section", { class: "card" }, h("h2", {}, link(`/o/${c.order_number || c.order_id}`, c.order_number || c.order_id)), conflictView(c)))
-    : h("p", {}, "No conflict waits."));
+  if (!current(mine)) return;
+  const shown = new Set(parked.map((c) => c.record_id));
+  show(h("h1", {}, "Conflicts waiting for a person"), parked.length ? parked.map(card) : none);
+  // newly parked conflicts are added below; the cards shown stay as they are (a comment being typed too)
+  const look = setInterval(async () => {
+    const now = await get("/api/v1/conflicts").catch(() => null);
+    if (!now || !current(mine)) return;
+    for (const c of now.filter((c) => !shown.has(c.record_id))) {
+      shown.add(c.record_id);
+      none.remove();
+      main.append(card(c));
+    }
+  }, LIST_REFRESH_MS);
+  leave = () => clearInterval(look);
 }
 
 async function alerts() {
