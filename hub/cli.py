@@ -86,6 +86,17 @@ def _alerts(args: argparse.Namespace) -> int:
     return asyncio.run(run_alerts(get_settings()))
 
 
+def _lag(args: argparse.Namespace) -> int:
+    """``orderhub lag``: the lag exporter; ``--once``: the lag as a table, then exit."""
+    from hub.observability.lag import lag_table, measure_lag, run_lag
+
+    settings = get_settings()
+    if args.once:
+        print(lag_table(asyncio.run(measure_lag(settings))))
+        return 0
+    return asyncio.run(run_lag(settings))
+
+
 def _notify(args: argparse.Namespace) -> int:
     from hub.streams.notify import run_notify
 
@@ -195,10 +206,22 @@ def _demo(args: argparse.Namespace) -> int:
 def _orders(args: argparse.Namespace) -> int:
     from hub import readmodel
 
-    text = {"show": readmodel.show_order_text, "history": readmodel.history_text,
-            "conflicts": readmodel.conflicts_text}[args.action]
+    return _about_order({"show": readmodel.show_order_text, "history": readmodel.history_text,
+                         "conflicts": readmodel.conflicts_text}[args.action], args.order)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    from hub.trace import trace_text
+
+    return _about_order(trace_text, args.order)
+
+
+def _about_order(text: Any, order: str) -> int:
+    """Print what ``text(settings, order)`` says of an order; an order not found is said on stderr (exit 1)."""
+    from hub import readmodel
+
     try:
-        print(text(get_settings(), args.order))
+        print(text(get_settings(), order))
     except readmodel.OrderNotFound as exc:
         print(f"orderhub: {exc.args[0]}", file=sys.stderr)
         return 1
@@ -260,6 +283,9 @@ def _run_connectors(path: Any, only: str | None) -> int:
     instances = [i for i in registry.load_instances(path) if only is None or i.name == only]
     if not instances:
         raise InvalidInput(f"{path} declares no instance {only!r}" if only else f"{path} declares no connectors")
+    from hub.observability import metrics
+
+    metrics.serve(settings, "connectors")
 
     async def run() -> None:
         runtimes = [ConnectorRuntime(i.build(), instance=i.name, settings=settings) for i in instances]
@@ -331,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     notifier = sub.add_parser("notify", help="tell people: deliver the notifications of workflow.yaml (e-mail, signed "
                               "webhooks, MQTT) for status changes, approvals waiting, alerts, conflicts, rejections")
     notifier.set_defaults(func=_notify)
+    lag = sub.add_parser("lag", help="consumer lag of every hub group (messages and seconds) and the read model's "
+                         "backlogs as Prometheus metrics; --once prints the lag as a table")
+    lag.add_argument("--once", action="store_true", help="measure once, print a table, exit")
+    lag.set_defaults(func=_lag)
     notes = sub.add_parser("notifications", help="the notifier's outbox: pending, delivered and undeliverable "
                            "notifications with why; retry undeliverable ones")
     notes.add_argument("action", nargs="?", choices=["list", "retry"], default="list")
@@ -346,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     orders.add_argument("action", choices=["show", "history", "conflicts"])
     orders.add_argument("order", help="order id, order number or external reference (SYSTEM/Type/id)")
     orders.set_defaults(func=_orders)
+    trace = sub.add_parser("trace", help="one order's whole flow across systems in time order, with its correlation id")
+    trace.add_argument("order", help="order id, order number or external reference (SYSTEM/Type/id)")
+    trace.set_defaults(func=_trace)
 
     import datetime as dt  # for --until only; the report's modules load when it runs
 

@@ -130,6 +130,7 @@ order_history = Table(
     Column("base_version", Integer, nullable=False), Column("previous_version", Integer, nullable=False),
     Column("diffs", Text, nullable=False),  # JSON list of FieldDiff
     Column("refs_added", Text),  # JSON list of ExternalRef; NULL in rows recorded before migration 0003
+    Column("correlation_id", NAME),  # hub.correlation; NULL in rows recorded before migration 0006
 )
 order_conflicts = Table(
     "order_conflicts", metadata,
@@ -247,6 +248,8 @@ class HistoryEntry:
     """Before and after of every changed field, as canonical JSON."""
     refs_added: tuple[ExternalRef, ...] = ()
     """Outside references the change attached (e.g. the ERP's order number)."""
+    correlation_id: str | None = None
+    """The flow the change belongs to (``hub.correlation``); None for rows from before it was kept."""
 
 
 @dataclass(frozen=True)
@@ -313,9 +316,11 @@ class ReadModel:
 
     # --- writers ----------------------------------------------------------------------
 
-    def project_changes(self, changes: list[OrderChange]) -> None:
-        """Record accepted changes in the history, once per (order_id, version), and their new xrefs."""
-        rows = {(c.order_id, c.version): _history_row(c) for c in changes}
+    def project_changes(self, changes: list[OrderChange], correlation_ids: Mapping[str, str] | None = None) -> None:
+        """Record accepted changes in the history, once per (order_id, version), and their new xrefs;
+        ``correlation_ids``: each change's flow by its record id (its record's header)."""
+        flows = correlation_ids or {}
+        rows = {(c.order_id, c.version): _history_row(c) | {"correlation_id": flows.get(c.record_id)} for c in changes}
         xrefs = [(c.order_id, ref) for c in changes for ref in c.external_refs_added]
         with self.engine.begin() as conn:
             if rows:
@@ -839,7 +844,7 @@ def _conflict_row(conflict: OrderConflict) -> dict[str, Any]:
 
 def show_order_text(settings: Settings, order: str) -> str:
     """``orderhub orders show``: every field of the order, and a table of its lines."""
-    with _order(settings, order) as (model, order_id):
+    with opened_order(settings, order) as (model, order_id):
         snapshot = model.order(order_id)
         parked = sum(c.parked for c in model.conflicts(order_id))
         alerts = model.open_alerts(order_id)
@@ -894,7 +899,7 @@ def diff_text(diff: Mapping[str, Any] | FieldDiff) -> str:
 
 def history_text(settings: Settings, order: str) -> str:
     """``orderhub orders history``: one line per version, then each field's before -> after."""
-    with _order(settings, order) as (model, order_id):
+    with opened_order(settings, order) as (model, order_id):
         entries = model.history(order_id)
     out = [f"history of order {entries[0].order_number if entries else order}  (id {order_id})"]
     for e in entries:
@@ -908,7 +913,7 @@ def history_text(settings: Settings, order: str) -> str:
 
 def conflicts_text(settings: Settings, order: str) -> str:
     """``orderhub orders conflicts``: every conflict recorded for the order, parked ones first."""
-    with _order(settings, order) as (model, order_id):
+    with opened_order(settings, order) as (model, order_id):
         records = model.conflicts(order_id)
     out = [f"conflicts of order {order_id}: {sum(r.parked for r in records)} parked, {len(records)} in all"]
     for r in records:
@@ -944,7 +949,7 @@ def lead_times_text(settings: Settings, *, kind: str | None = None, weeks: int =
 
 
 @contextmanager
-def _order(settings: Settings, order: str) -> Iterator[tuple[ReadModel, str]]:
+def opened_order(settings: Settings, order: str) -> Iterator[tuple[ReadModel, str]]:
     """The read model and the id of the order ``order`` names; OrderNotFound saying where it looked."""
     with _open(settings) as model:
         try:

@@ -137,10 +137,21 @@ class Settings(BaseSettings):
         "with where to ask again."
     )
 
+    metrics_host: str = Field(
+        "127.0.0.1", description="Where each process serves Prometheus `/metrics` (in a container: `0.0.0.0`)."
+    )
+    metrics_port: int = Field(
+        0, description="Its port; 0: one the system picks, so several processes on one host never collide. Every "
+        "process writes where it serves to `<state_dir>/metrics/targets/` (Prometheus `file_sd_configs`); -1: none."
+    )
+    lag_interval_s: float = Field(
+        15.0, description="How often `orderhub lag` measures the consumer groups' lag and the read model's backlogs."
+    )
+
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     log_json: bool = Field(
-        False, description="Reserved for JSON log lines (one object per line, for log collectors); nothing reads "
-        "it yet: the operations work wires structured logging."
+        False, description="Log one JSON object per line (for log collectors) instead of readable lines; both carry "
+        "order_id, order_number and correlation_id where a record of an order is handled (the engine: event_id too)."
     )
 
     @field_validator("bootstrap_servers")

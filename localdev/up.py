@@ -33,10 +33,16 @@ from hub.settings import Settings
 from localdev import process
 
 #: The hub's own processes ``up`` starts, each with its log and pid file in ``<state_dir>/up/``.
-CHILDREN = ("engine", "alerts", "notify", "connectors", "api")
+CHILDREN = ("engine", "alerts", "notify", "connectors", "api", "lag")
+#: The process name a child serves its metrics under, where it is not the child's own
+#: (``hub.observability.metrics.PROCESSES``; the rules and dashboards select by it).
+METRICS_PROCESS = {"engine": "worker"}
 
 #: Ports of the sandboxes on 127.0.0.1 (fixed, so a person can point a browser or a client at them).
-PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883, "smtp": 18025, "api": 8080}
+PORTS = {"crm": 18443, "crm_webhook": 18081, "erp": 18082, "mes": 14840, "mqtt": 11883, "smtp": 18025, "api": 8080,
+         # where each child serves /metrics (``deploy/prometheus/local.yml`` scrapes them)
+         "metrics_lag": 9400, "metrics_engine": 9401, "metrics_alerts": 9402, "metrics_notify": 9403,
+         "metrics_connectors": 9404, "metrics_api": 9405}
 WEBHOOK_SECRET = "orderhub-sandbox-webhook-secret"
 
 
@@ -62,6 +68,8 @@ class Stack:
     mail: dict[str, Any] = field(default_factory=dict)
     #: The REST API's base URL (``orderhub api``).
     api: str = ""
+    #: Each child's metrics URL, by the process name it serves them under (METRICS_PROCESS).
+    metrics: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def read(cls, settings: Settings) -> "Stack":
@@ -162,13 +170,16 @@ def start(settings: Settings, say: Callable[[str], None] = print, *, local_kafka
             mes={"opc_url": opc_url, "mqtt_host": "127.0.0.1", "mqtt_port": ports["mqtt"]},
             logs={name: str(home / f"{name}.log") for name in CHILDREN},
             mail={"smtp_port": ports["smtp"], "state_dir": str(sandboxes), "maildir": str(mailsink.maildir(sandboxes))},
-            api=f"http://127.0.0.1:{ports['api']}")
+            api=f"http://127.0.0.1:{ports['api']}",
+            metrics={METRICS_PROCESS.get(name, name): f"http://127.0.0.1:{ports[f'metrics_{name}']}/metrics"
+                     for name in CHILDREN})
         (home / "connectors.yaml").write_text(yaml.safe_dump(connectors_yaml(stack), sort_keys=False))
         for name, argv in (("engine", ["worker"]), ("alerts", ["alerts"]), ("notify", ["notify"]),
                            ("connectors", ["connectors", "run", "--file", str(home / "connectors.yaml")]),
-                           ("api", ["api"])):
+                           ("api", ["api"]), ("lag", ["lag"])):
+            env = {**child_environment(settings), "ORDERHUB_METRICS_PORT": str(ports[f"metrics_{name}"])}
             pid = process.spawn([sys.executable, "-m", "hub.cli", *argv], log=home / f"{name}.log",
-                                pidfile=home / f"{name}.pid", env=child_environment(settings))
+                                pidfile=home / f"{name}.pid", env=env)
             stops.append(lambda name=name: process.stop_recorded(home / f"{name}.pid", timeout=40))
             say(f"{name:<12} pid {pid}, log {home / f'{name}.log'}")
         (home / "stack.json").write_text(json.dumps(asdict(stack), indent=2))
@@ -219,6 +230,8 @@ def run(settings: Settings, *, local_kafka: bool) -> int:
           "  orderhub orders show ORDER        / history ORDER / conflicts ORDER\n"
           f"  {stack.api}/api/docs     the REST API (log in as a user `orderhub users add` made)\n"
           "  orderhub notifications            what the notifier sent, and what it could not\n"
+          "  orderhub lag --once               how far behind each consumer group is\n"
+          f"metrics: {', '.join(stack.metrics.values())}\n"
           f"logs: {', '.join(stack.logs.values())}\n"
           "Ctrl-C stops everything orderhub up started.")
     stopped = threading.Event()

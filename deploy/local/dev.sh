@@ -25,6 +25,10 @@ setup() {
   python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
   # the browser tests drive Debian's Chromium (Playwright, no browser download)
   [ "${1:-}" != test ] || [ -x /usr/bin/chromium ] || need+=(chromium)
+  # the metrics tests: promtool checks and unit-tests the alert rules; a real Prometheus scrapes the hub
+  [ "${1:-}" != test ] || [ -x /usr/bin/prometheus ] || need+=(prometheus)
+  # the deploy tests render deploy/k8s with kubectl's built-in Kustomize (this kind of machine has it)
+  [ "${1:-}" != test ] || command -v kubectl >/dev/null 2>&1 || echo "note: kubectl is missing; the deploy/k8s tests will say so" >&2
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]} from Debian's packages"
     local sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -22,6 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass, replace
 from urllib.parse import quote
@@ -39,6 +40,7 @@ from hub.api.live import Live
 from hub.api.records import Acks, Resolutions
 from hub.api.users import Users
 from hub.api.web import add_web
+from hub.observability import metrics
 from hub.domain.fields import canonical_json, field_values, rule_path
 from hub.errors import BrokerUnavailable, InvalidInput
 from hub.events import (Actor, ChangeProposal, FieldChange, FieldError, LifecycleStatus, OrderAlert, OrderRef,
@@ -289,8 +291,10 @@ def serve(settings: Settings) -> None:
                 log.info("%s on http://%s:%d (OpenAPI at /api/openapi.json)", READY, settings.api_host,
                          settings.api_port)
 
+    metrics.serve(settings, "api")
     Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port,
-                          log_level="warning", proxy_headers=False)).run()
+                          log_level="warning", log_config=None,  # uvicorn's lines through hub.logs' handler
+                          proxy_headers=False)).run()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -320,7 +324,34 @@ def create_app(settings: Settings) -> FastAPI:
     _problems(app)
     _routes(app, settings)
     add_web(app, settings.public_url)  # after the API's routes: /o/{ref:path} takes what nothing else does
+    app.add_middleware(Measured)
     return app
+
+
+class Measured:
+    """ASGI middleware: every HTTP request counted by its route template (``/api/v1/orders/{ref:path}``,
+    never the order it named), method and status, and timed."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [500]
+
+        async def sent(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"] if scope["method"] in metrics.HTTP_METHODS else "other"
+            metrics.API_REQUESTS.labels(route, method, str(status[0])).inc()
+            metrics.API_DURATION.labels(route).observe(time.perf_counter() - started)
 
 
 def hub_of(request: Request) -> Hub:
@@ -598,6 +629,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:  # noqa: C901 - one place
             hub.resolutions.release(record_id)  # refused or not sent: the conflict waits again
             raise
         hub.resolutions.settle(record_id, decision.outcome)
+        metrics.CONFLICTS_RESOLVED.labels(body.choice).inc()
         return decision
 
     @app.post(f"{API}/offline", response_model=OfflineResults, responses=WRITES, tags=["offline"])

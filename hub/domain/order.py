@@ -307,6 +307,8 @@ class OrderState:
     external_refs: tuple[ExternalRef, ...] = ()
     #: Proposal ids already decided for this order, oldest first, with how each was decided.
     decided: DecidedIds = field(default_factory=DecidedIds)
+    #: The flow's correlation id (``hub.correlation``), set when the order is created.
+    correlation_id: str | None = None
 
     @property
     def exists(self) -> bool:
@@ -354,7 +356,8 @@ class OrderState:
                                                                writer an index into "w", then the
                                                                earlier (version, value) pairs, flat
              "x": [[system, object type, external id, external number], ...],
-             "d": the DecidedIds string}
+             "d": the DecidedIds string,
+             "k": the correlation id (only when there is one)}
         """
         writers: dict[tuple[str, str], int] = {}
         if isinstance(self.fields, StoredFields):
@@ -368,7 +371,7 @@ class OrderState:
             "w": [list(writer) for writer in writers], "f": fields,
             "x": [[r.system, r.object_type, r.external_id, r.external_number] for r in self.external_refs],
             "d": self.decided.entries,
-        }
+        } | ({"k": self.correlation_id} if self.correlation_id else {})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OrderState":
@@ -382,6 +385,7 @@ class OrderState:
             external_refs=tuple(ExternalRef(system=s, object_type=t, external_id=i, external_number=n)
                                 for s, t, i, n in data["x"]),
             decided=DecidedIds(data["d"]),
+            correlation_id=data.get("k"),
         )
 
     @classmethod

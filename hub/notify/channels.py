@@ -145,6 +145,8 @@ class Channels:
             mail["Message-ID"] = f"<{notification_id}@orderhub>"  # the same id on every attempt: clients dedup
             mail["X-Orderhub-Notification-Id"] = notification_id
             mail["X-Orderhub-Kind"] = message["kind"]
+            if message.get("correlation_id"):
+                mail["X-Orderhub-Correlation-Id"] = message["correlation_id"]
             mail.set_content(message["text"])
             data = mail.as_bytes(policy=_MAIL_POLICY)
         except (ValueError, TypeError) as exc:  # no retry makes a message that cannot be written right

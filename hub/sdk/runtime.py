@@ -35,11 +35,14 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
+from hub import correlation
 from hub.client import HubClient
 from hub.domain.fields import canonical_json, field_values, kind_of
 from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, RetriableError, UndecodableRecord, UnmappableRecord
 from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
                         ProposalAnswer, ProposalIntent, ProposalOutcome)
+from hub.logs import bound
+from hub.observability.metrics import DEAD_LETTERS, ConnectorHealth, dead_letter_stage
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
 from hub.sdk.store import ConnectorStore, Pending
 from hub.settings import Settings
@@ -60,16 +63,22 @@ STOP_WAIT_S = 30.0
 
 
 async def retried(call: Callable[[], Awaitable[T]], what: str, *, stopping: asyncio.Event | None = None,
-                  transient: tuple[type[BaseException], ...] = TRANSIENT) -> T:
-    """``await call()`` until it does not raise a transient error (tenacity's back-off between tries)."""
+                  transient: tuple[type[BaseException], ...] = TRANSIENT, health: ConnectorHealth | None = None) -> T:
+    """``await call()`` until it does not raise a transient error (tenacity's back-off between tries);
+    ``health``: a call to the outside system, whose successes and failures the metrics count."""
     def say(state: Any) -> None:
         log.warning("%s: %s; retrying", what, state.outcome.exception())
+        if health is not None:
+            health.failed()
     async for attempt in AsyncRetrying(retry=retry_if_exception_type(transient), wait=BACKOFF,
                                        before_sleep=say, reraise=True):
         with attempt:
             if stopping is not None and stopping.is_set():
                 raise asyncio.CancelledError
-            return await call()
+            value = await call()
+            if health is not None:
+                health.succeeded()
+            return value
     raise AssertionError("unreachable")
 
 
@@ -95,6 +104,7 @@ class ConnectorRuntime:
         self._stopping = asyncio.Event()
         self._stored = asyncio.Event()  # new records in the outbox
         self._online = False
+        self.health = ConnectorHealth(instance, connector.system)
         #: Counters for people and tests: proposals stored, echoes suppressed, dead letters, sent, held.
         self.counts = {"proposed": 0, "suppressed": 0, "dead_letters": 0, "sent": 0, "held": 0}
 
@@ -154,20 +164,23 @@ class ConnectorRuntime:
                 attempt += 1
                 delay = min(30.0, 0.5 * 2 ** min(attempt, 6))
                 log.warning("%s %s: Kafka unavailable (%s); again in %.1fs", self.instance, name, exc, delay)
+                self.health.error("kafka_unavailable")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
 
     # --- the outbox -----------------------------------------------------------------------
 
     async def emit(self, changes: Sequence[OutsideChange | Unmappable], cursor: dict[str, Any] | None = None,
-                   stage: str = "source") -> int:
+                   stage: str = "source", correlation_id: str | None = None) -> int:
         """Store changes as proposals (echoes dropped, unmappable ones as dead letters) with the cursor
-        behind them; returns once they are durable. Push sources call this from their listener."""
+        behind them; returns once they are durable. Push sources call this from their listener.
+        ``correlation_id``: the flow the changes belong to (a sink hook's record's), when the hub's
+        snapshot of their order does not say."""
         def store() -> int:
             stored: list[Pending] = []
             proposed: list[tuple[str, str]] = []
             for change in changes:
-                record = self._record(change, stage)
+                record = self._record(change, stage, correlation_id)
                 if record is not None:
                     stored.append(record)
                     if isinstance(change, OutsideChange):
@@ -181,7 +194,7 @@ class ConnectorRuntime:
         self._stored.set()
         return added
 
-    def _record(self, change: OutsideChange | Unmappable, stage: str) -> Pending | None:
+    def _record(self, change: OutsideChange | Unmappable, stage: str, flow: str | None = None) -> Pending | None:
         if isinstance(change, Unmappable):
             return self._dead_letter(change, stage)
         known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
@@ -196,6 +209,7 @@ class ConnectorRuntime:
             refs = [r for r in refs if r.key not in known_refs]
             if not values and not refs:
                 self.counts["suppressed"] += 1
+                self.health.echoes.inc()
                 return None
         proposal = ChangeProposal(
             event_id=change.event_id,
@@ -206,9 +220,11 @@ class ConnectorRuntime:
             changes=[FieldChange(field=path, value=canonical_json(value)) for path, value in values.items()],
             external_refs=refs, comment=change.comment)
         self.counts["proposed"] += 1
+        self.health.proposals.inc()
+        flow = (self.store.correlation_id(known.order_id) if known else None) or flow  # hub.correlation rule 3
         return Pending(0, proposal.event_id, self.topics.proposal_role(proposal.order_ref.order_id),
                        proposal.order_ref.key or "", self.codec.encode(
-            "change_proposal", proposal.to_avro()))
+            "change_proposal", proposal.to_avro()), correlation.header(flow))
 
     def _dead_letter(self, unmappable: Unmappable, stage: str, *, where: Any = None) -> Pending:
         """A record for the dead-letter topic, with why; its id is deterministic (a re-poll stores it once)."""
@@ -218,6 +234,8 @@ class ConnectorRuntime:
         position = {"topic": where.topic, "partition": where.partition, "offset": where.offset} if where else {}
         headers = error_headers(f"connector:{self.instance}:{stage}", error, **position)
         self.counts["dead_letters"] += 1
+        self.health.error("dead_letter")
+        DEAD_LETTERS.labels(dead_letter_stage(f"connector:{self.instance}:{stage}")).inc()
         digest = hashlib.sha256(stage.encode() + b"\0" + value + b"\0" + str(error).encode()).hexdigest()
         return Pending(0, f"dead:{digest}", "dead_letters", unmappable.key or "", value, headers)
 
@@ -225,6 +243,7 @@ class ConnectorRuntime:
         while True:
             self._stored.clear()  # before reading: a record stored meanwhile sets it again
             pending = await asyncio.to_thread(self.store.pending)
+            self.health.outbox(*await asyncio.to_thread(lambda: (self.store.waiting(), self.store.oldest_age_s())))
             if not pending:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stored.wait(), 1.0)
@@ -260,6 +279,7 @@ class ConnectorRuntime:
                           error, self.store.path)
                 await asyncio.to_thread(self.store.hold, record, f"{type(error).__name__}: {error}")
                 self.counts["held"] += 1
+                self.health.error("held")
         if outage is not None:
             await self.client.stop()  # a fresh producer after the outage
             self._online = False
@@ -287,7 +307,7 @@ class ConnectorRuntime:
                 if not self.caught_up.is_set() and await _reached(consumer, ends):
                     self.caught_up.set()
                 batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-                snapshots, answered, offsets = [], [], {}
+                snapshots, answered, offsets, flows = [], [], {}, {}
                 for tp, messages in batches.items():
                     for message in messages:
                         offsets[(tp.topic, tp.partition)] = message.offset + 1
@@ -298,6 +318,8 @@ class ConnectorRuntime:
                             continue
                         if tp.topic == state:
                             snapshots.append(OrderSnapshot.from_avro(value))
+                            if flow := correlation.of(message.headers):
+                                flows[snapshots[-1].order_id] = flow
                         elif value["source_system"] == self.connector.system:
                             answer = ProposalAnswer.from_avro(value)
                             if answer.outcome in _REFUSED:  # what a person reading the log wants to know
@@ -308,7 +330,7 @@ class ConnectorRuntime:
                 if answered:
                     await asyncio.to_thread(self.store.answered, answered)
                 if offsets:
-                    await asyncio.to_thread(self.store.remember, snapshots, offsets)
+                    await asyncio.to_thread(self.store.remember, snapshots, offsets, flows)
         finally:
             await consumer.stop()
 
@@ -399,7 +421,8 @@ class ConnectorRuntime:
         while True:
             await self.leader.wait()
             cursor = await asyncio.to_thread(self.store.cursor)
-            polled = await retried(lambda: self.connector.poll(cursor), f"{self.instance} poll", stopping=self._stopping)
+            polled = await retried(lambda: self.connector.poll(cursor), f"{self.instance} poll", stopping=self._stopping,
+                                   health=self.health)
             if polled is None:
                 return
             if polled.changes or polled.cursor != cursor:
@@ -472,9 +495,15 @@ class ConnectorRuntime:
         if value is None:
             return
         event = model.from_avro(value)
+        flow = correlation.of(message.headers)
+        with bound(order_id=event.order_id, order_number=getattr(event, "order_number", None), correlation_id=flow,
+                   connector=self.instance):
+            await self._handle(hook, stage, event, message, flow)
+
+    async def _handle(self, hook: str, stage: str, event: Any, message: Any, flow: str | None) -> None:
         try:
             out = await retried(lambda: getattr(self.connector, hook)(event), f"{self.instance} {hook}",
-                                stopping=self._stopping)
+                                stopping=self._stopping, health=self.health)
         except (asyncio.CancelledError, RetriableError, FatalError):
             raise  # a fatal error (a refused session, a wrong config) stops the instance, loudly
         except Exception as exc:  # noqa: BLE001 - DeadLetterError, or a bug: park the record with why
@@ -483,7 +512,7 @@ class ConnectorRuntime:
             await self._emit_dead_letter(Unmappable(message.value, str(exc), event.order_id, exc), stage, message)
             return
         if out:
-            await self.emit(list(out), stage=stage)
+            await self.emit(list(out), stage=stage, correlation_id=flow)
 
     async def _emit_dead_letter(self, unmappable: Unmappable, stage: str, message: Any) -> None:
         record = self._dead_letter(unmappable, stage, where=message)

@@ -22,6 +22,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -73,6 +74,11 @@ class ConnectorStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a proposal stored is a proposal kept, power cut included
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(outbox)")}
+        if "stored_at" not in columns:  # a store from before the outbox said when (its records count as now)
+            self._db.execute("ALTER TABLE outbox ADD COLUMN stored_at REAL")
+        if "correlation_id" not in {row[1] for row in self._db.execute("PRAGMA table_info(known)")}:
+            self._db.execute("ALTER TABLE known ADD COLUMN correlation_id TEXT")
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -98,14 +104,15 @@ class ConnectorStore:
         """Store records (their ``seq`` is ignored) and, with them, the cursor behind them and which
         proposal is now the last per outside object (``(ref, event_id)``), in one transaction; an id
         already in the outbox is not stored again. Returns how many were new."""
-        rows = [(r.event_id, r.role, r.key, r.value, json.dumps([[k, v.decode("latin-1")] for k, v in r.headers]))
-                for r in records]
+        now = time.time()
+        rows = [(r.event_id, r.role, r.key, r.value, json.dumps([[k, v.decode("latin-1")] for k, v in r.headers]),
+                 now) for r in records]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 before = self._db.total_changes
-                self._db.executemany("INSERT OR IGNORE INTO outbox (event_id, role, key, value, headers) "
-                                     "VALUES (?, ?, ?, ?, ?)", rows)
+                self._db.executemany("INSERT OR IGNORE INTO outbox (event_id, role, key, value, headers, stored_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?)", rows)
                 added = self._db.total_changes - before
                 if cursor is not None:
                     self._db.execute("INSERT OR REPLACE INTO cursor (name, value) VALUES ('source', ?)",
@@ -143,6 +150,15 @@ class ConnectorStore:
             if role is None:
                 return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             return self._db.execute("SELECT COUNT(*) FROM outbox WHERE role = ?", (role,)).fetchone()[0]
+
+    def oldest_age_s(self, now: float | None = None) -> float:
+        """How long the oldest record in the outbox has waited for Kafka (0 when none waits)."""
+        with self._lock:
+            # rows stored before stored_at was kept have none: the oldest of those that say
+            oldest = self._db.execute("SELECT MIN(stored_at) FROM outbox").fetchone()[0]
+        if oldest is None:
+            return 0.0
+        return max(0.0, (time.time() if now is None else now) - oldest)
 
     def hold(self, record: Pending, reason: str) -> None:
         """Move a record Kafka refused for good out of the outbox, keeping it with the reason."""
@@ -193,18 +209,22 @@ class ConnectorStore:
 
     # --- what the hub last said ---------------------------------------------------------
 
-    def remember(self, snapshots: Iterable[OrderSnapshot], offsets: dict[tuple[str, int], int]) -> None:
-        """Keep the latest snapshot per order (an older version never replaces a newer one) and the
-        state topic's next offsets, in one transaction."""
+    def remember(self, snapshots: Iterable[OrderSnapshot], offsets: dict[tuple[str, int], int],
+                 correlation_ids: dict[str, str] | None = None) -> None:
+        """Keep the latest snapshot per order (an older version never replaces a newer one), with the
+        order's correlation id when the record carried one, and the state topic's next offsets, in one
+        transaction."""
+        flows = correlation_ids or {}
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for snap in snapshots:
                     self._db.execute(
-                        "INSERT INTO known (order_id, version, snapshot) VALUES (?, ?, ?) "
-                        "ON CONFLICT(order_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot "
+                        "INSERT INTO known (order_id, version, snapshot, correlation_id) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT(order_id) DO UPDATE SET version = excluded.version, snapshot = excluded.snapshot, "
+                        "correlation_id = COALESCE(excluded.correlation_id, known.correlation_id) "
                         "WHERE excluded.version >= known.version",
-                        (snap.order_id, snap.version, snap.model_dump_json()))
+                        (snap.order_id, snap.version, snap.model_dump_json(), flows.get(snap.order_id)))
                     self._db.executemany("INSERT OR IGNORE INTO known_refs (ref, order_id) VALUES (?, ?)",
                                          [(ref.key, snap.order_id) for ref in snap.external_refs])
                 self._db.executemany("INSERT OR REPLACE INTO offsets (topic, partition, next) VALUES (?, ?, ?)",
@@ -225,6 +245,12 @@ class ConnectorStore:
         with self._lock:
             row = self._db.execute("SELECT snapshot FROM known WHERE order_id = ?", (order_id,)).fetchone()
         return OrderSnapshot.model_validate_json(row[0]) if row else None
+
+    def correlation_id(self, order_id: str) -> str | None:
+        """The correlation id of the order's flow (``hub.correlation``), when its snapshot carried one."""
+        with self._lock:
+            row = self._db.execute("SELECT correlation_id FROM known WHERE order_id = ?", (order_id,)).fetchone()
+        return row[0] if row else None
 
     def snapshot_for(self, ref: ExternalRef) -> OrderSnapshot | None:
         """The latest snapshot of the order an outside reference belongs to, or None."""

@@ -25,16 +25,20 @@ order's tombstone on the (compacted) state topic forgets the order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from hub import correlation
 from hub.domain import alerts
 from hub.domain.alerts import CLEARED, RAISED, DueDateAlert, OrderFacts, Raised
 from hub.errors import ConfigError, UndecodableRecord
 from hub.events import OrderAlert, OrderSnapshot
+from hub.observability import metrics
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
@@ -42,6 +46,8 @@ from hub.streams.core import Inbound, TopicNames, dead_letter, range_group_consu
 
 #: The alert worker's consumer group (namespaced).
 GROUP = "orderhub-alerts"
+#: How often the group's position is committed (read by nothing but ``orderhub lag``).
+COMMIT_EVERY_S = 5.0
 #: The line it logs once it has read what it was assigned and is deciding (tests wait for it).
 READY = "orderhub alerts: watching due dates"
 
@@ -82,17 +88,22 @@ class AlertBook:
     partition: dict[str, int] = field(default_factory=dict)
     open: dict[str, dict[tuple[str, dt.date], int]] = field(default_factory=dict)
     raised_count: dict[str, dict[tuple[str, dt.date], int]] = field(default_factory=dict)
+    #: Each order's correlation id (hub.correlation), from its snapshot's header: its alerts carry it.
+    flow: dict[str, str] = field(default_factory=dict)
 
-    def snapshot(self, snapshot: OrderSnapshot, partition: int) -> None:
+    def snapshot(self, snapshot: OrderSnapshot, partition: int, flow: str | None = None) -> None:
         """An order's latest snapshot (an older version than the one held changes nothing)."""
         held = self.facts.get(snapshot.order_id)
         if held is None or held.version <= snapshot.version:
             self.facts[snapshot.order_id] = OrderFacts.of(snapshot)
             self.partition[snapshot.order_id] = partition
+            if flow:
+                self.flow[snapshot.order_id] = flow
 
     def forget(self, order_id: str) -> None:
         """A tombstone: the order is gone from the state topic."""
         self.facts.pop(order_id, None)
+        self.flow.pop(order_id, None)
 
     def alert(self, alert: OrderAlert) -> None:
         """An alert read from the alerts topic: the order has it open, or no longer has it."""
@@ -180,9 +191,12 @@ class AlertWorker:
 
     async def _loop(self, consumer: object, producer: object, stop: asyncio.Event) -> None:
         from aiokafka import TopicPartition
+        from aiokafka.errors import KafkaError
 
         changed: set[str] = set()
         last_sweep: dt.datetime | None = None
+        read: dict[Any, int] = {}
+        committed_at = time.monotonic()
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)  # type: ignore[attr-defined]
             if self._failed is not None:
@@ -192,6 +206,14 @@ class AlertWorker:
                     order_id = await self._read(tp.topic, record, producer)
                     if order_id is not None and tp.topic == self.topics.state:
                         changed.add(order_id)
+                read[tp] = records[-1].offset + 1
+            if read and time.monotonic() - committed_at >= COMMIT_EVERY_S:
+                # only so operations see the group's lag (orderhub lag): a member starts from the beginning
+                owned = consumer.assignment()  # type: ignore[attr-defined]
+                if mine := {tp: at for tp, at in read.items() if tp in owned}:
+                    with contextlib.suppress(KafkaError):  # a rebalance or a blip: the next commit says it
+                        await consumer.commit(mine)  # type: ignore[attr-defined]
+                read, committed_at = {}, time.monotonic()
             async with self._writing:
                 if not self._assigned.is_set() or not await self._caught_up(consumer):
                     continue
@@ -210,7 +232,7 @@ class AlertWorker:
                         continue  # a record of a partition revoked since it was read: its new owner decides
                     sent = await producer.send_and_wait(  # type: ignore[attr-defined]
                         self.topics.alerts, self.codec.encode("order_alert", alert.to_avro()),
-                        key=alert.order_id.encode())
+                        key=alert.order_id.encode(), headers=list(correlation.header(self.book.flow.get(alert.order_id))))
                     if TopicPartition(sent.topic, sent.partition) not in owned:
                         raise ConfigError(f"{self.topics.alerts} and {self.topics.state} are not co-partitioned: "
                                           f"{alert.order_id} is in state partition {partition}, its alert went to "
@@ -219,6 +241,7 @@ class AlertWorker:
                     self._targets[target] = max(self._targets.get(target, 0), sent.offset + 1)
                     log.info("alert %s %s for %s (%s): %s", alert.kind.lower(), alert.stage, alert.order_number,
                              alert.notify, alert.reason)
+                    metrics.ALERTS.labels(alert.kind.lower(), alert.stage).inc()
 
     async def _caught_up(self, consumer: object) -> bool:
         from aiokafka import TopicPartition
@@ -244,11 +267,12 @@ class AlertWorker:
             log.warning("%s[%d]@%d is not an %s (%s): to the dead letters", topic, inbound.partition,
                         inbound.offset, schema, exc)
             out = dead_letter(self.topics, inbound, "alerts", exc)
+            metrics.DEAD_LETTERS.labels("alerts").inc()
             await producer.send_and_wait(out.topic, out.value, key=out.key,  # type: ignore[attr-defined]
                                          headers=list(out.headers))
             return None
         if isinstance(event, OrderSnapshot):
-            self.book.snapshot(event, inbound.partition)
+            self.book.snapshot(event, inbound.partition, correlation.of(record.headers))  # type: ignore[attr-defined]
         else:
             self.book.alert(event)
         return event.order_id
@@ -267,6 +291,7 @@ async def run_alerts(settings: Settings, clock: Clock | None = None, *,
     from hub.streams.delivery import backoff_s
 
     configure(settings)
+    metrics.serve(settings, "alerts")
     rules = settings.rules()
     config = rules.workflow.due_date_alert if rules.workflow else None
     if clock is None:
@@ -275,6 +300,9 @@ async def run_alerts(settings: Settings, clock: Clock | None = None, *,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    for stage in config.stages if config is not None else ():
+        for kind in ("raised", "cleared"):
+            metrics.ALERTS.labels(kind, stage.name)
     if config is None:
         log.warning("%s has no due_date_alert section: no alerts to raise; waiting to be stopped",
                     settings.workflow_file)

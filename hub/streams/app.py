@@ -30,13 +30,17 @@ Nothing happens at import time: ``create_app`` builds everything from settings.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import time
 from typing import Any, Callable, Iterator, MutableMapping
 
+from hub import correlation
 from hub.errors import FatalError, RetriableError, UndecodableRecord
 from hub.events import OrderAlert, OrderChange, OrderConflict, OrderRejection, OrderSnapshot
+from hub.logs import bound
+from hub.observability import metrics
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
@@ -105,7 +109,8 @@ def create_app(settings: Settings) -> Any:
 
     topics = TopicNames.of(settings)
     codec = AvroCodec(SchemaStore.load(settings.schemas_dir), registry_from_settings(settings))
-    engine = Engine(codec, settings.rules(), topics)
+    rules = settings.rules()
+    engine = Engine(codec, rules, topics, observe=functools.partial(metrics.observe_decision, known=rules.knows))
     state_dir = settings.state_dir / "engine" / f"{settings.topic_namespace}{settings.worker_name}"
     state_dir.mkdir(parents=True, exist_ok=True)
     app = Application(
@@ -119,7 +124,7 @@ def create_app(settings: Settings) -> Any:
         consumer_extra_config={"session.timeout.ms": int(settings.session_timeout_s * 1000),
                                "heartbeat.interval.ms": int(settings.heartbeat_interval_s * 1000)},
         producer_extra_config={"acks": "all", "linger.ms": int(settings.producer_linger_s * 1000)},
-        loglevel=settings.log_level.upper(),
+        loglevel=None,  # Quix's own handler would bypass hub.logs: its lines go through the root's, JSON or not
     )
 
     def topic(name: str, **serde: Any) -> Any:
@@ -138,18 +143,22 @@ def create_app(settings: Settings) -> Any:
     def guarded(stage: str, work: Callable[[Inbound, Any], list[Outbound]]):
         """One record's work: an outage is retried holding the partition; a fatal error stops the
         worker before the record is committed; anything else sends the record to the dead letters."""
-        def handle(value: bytes, key: bytes, timestamp: int, _headers: Any, state: Any) -> list[Outbound]:
+        def handle(value: bytes, key: bytes, timestamp: int, headers: Any, state: Any) -> list[Outbound]:
             ctx = message_context()
-            record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value)
+            record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value, tuple(headers or ()))
             where = f"{stage} {record.topic}[{record.partition}]@{record.offset}"
             try:
-                return retrying(lambda: work(record, _Table(state, key or b"")), (RetriableError,), where)
+                with bound(order_id=key.decode(errors="replace") if stage == "decide" and key else None,
+                           correlation_id=correlation.of(record.headers)):
+                    outputs = retrying(lambda: work(record, _Table(state, key or b"")), (RetriableError,), where)
             except FatalError as exc:
                 stop_on_fatal(exc, where)
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug or a bad record must not stop the partition
                 log.exception("%s failed", where)
-                return [dead_letter(topics, record, stage, exc)]
+                outputs = [dead_letter(topics, record, stage, exc)]
+            metrics.count_dead_letters(outputs, topics.dead_letters)
+            return outputs
         return handle
 
     def route(record: Inbound, table: _Table) -> list[Outbound]:
@@ -197,22 +206,30 @@ def _add_projector(app: Any, settings: Settings, codec: AvroCodec, topics: Topic
             self.stage = f"project:{schema}"
 
         def write(self, batch: Any) -> None:
-            items, dead = [], []
+            items, dead, flows = [], [], {}
             for item in batch:
-                record = Inbound(batch.topic, batch.partition, item.offset, item.timestamp, item.key, item.value)
+                record = Inbound(batch.topic, batch.partition, item.offset, item.timestamp, item.key, item.value,
+                                 tuple(item.headers or ()))
                 try:
                     decoded = codec.decode(record.value, self.schema, topic=record.topic,
                                            partition=record.partition, offset=record.offset)
                     items.append((record, self.event_type.from_avro(decoded.value)))
+                    if self.schema == "order_change" and (flow := correlation.of(record.headers)):
+                        flows[items[-1][1].record_id] = flow
                 except RetriableError as exc:
                     raise SinkBackpressureError(retry_after=5.0) from exc
                 except (UndecodableRecord, ValueError) as exc:
                     dead.append(dead_letter(topics, record, self.stage, exc))
+            rows = self.write_rows if self.schema != "order_change" else (  # the history keeps each change's flow
+                lambda changes: model.project_changes(changes, flows))
             try:
-                dead += write_batch(self.write_rows, items, self.stage, topics, outage, attempts=3)
+                refused = write_batch(rows, items, self.stage, topics, outage, attempts=3)
             except outage as exc:
                 log.warning("%s: the read model is unavailable (%s); reading the batch again in 5 s", self.stage, exc)
                 raise SinkBackpressureError(retry_after=5.0) from exc
+            dead += refused
+            metrics.PROJECTED.labels(self.schema).inc(len(items) - len(refused))
+            metrics.count_dead_letters(dead, topics.dead_letters)
             for out in dead:  # on Kafka before the commit that moves past them
                 dead_letters.produce(out.topic, out.value, out.key, headers=list(out.headers))
             if dead:
@@ -234,12 +251,13 @@ def run_worker(settings: Settings, *, sleep: Callable[[float], Any] = time.sleep
     brokers), Quix stops the application without committing: the worker says so and starts it again
     with back-off, as a crash-restart would, so an outage is waited out instead of ending the worker.
     """
+    from hub.logs import configure
+
+    configure(settings)  # first: what importing Quix warns is logged like everything else
     from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
     from quixstreams.kafka.exceptions import BaseKafkaException, KafkaBrokerUnavailableError
 
-    from hub.logs import configure
-
-    configure(settings)
+    metrics.serve(settings, "worker")
     unavailable = (BaseKafkaException, KafkaBrokerUnavailableError, CheckpointProducerTimeout)
     for attempt in itertools.count():
         app = create_app(settings)

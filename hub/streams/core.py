@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
-from typing import Any, MutableMapping
+from dataclasses import dataclass, replace
+from typing import Any, Callable, MutableMapping
 
 import orjson
 
+from hub import correlation
 from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.order import OrderState
 from hub.domain.rules import Rules
@@ -34,6 +35,7 @@ from hub.errors import ReferenceTaken, UndecodableRecord
 from hub.events import (
     ChangeProposal, ExternalRef, FieldError, OrderRejection, ProposalAnswer, ProposalOutcome, RejectionReason,
 )
+from hub.logs import bound
 from hub.serde.wire import AvroCodec
 from hub.settings import Settings
 from hub.topics import TopicNames
@@ -62,6 +64,7 @@ class Inbound:
     timestamp_ms: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def at(self) -> dt.datetime:
@@ -106,13 +109,19 @@ def dead_letter(topics: TopicNames, record: Inbound, stage: str, error: BaseExce
     return Outbound(topics.dead_letters, record.key, record.value, headers)
 
 
+#: What the engine tells about each proposal it answered (the worker counts it: ``hub.observability``):
+#: the record, the proposal, its outcome, the decision (None for a proposal naming no order), the rejection.
+Observer = Callable[[Inbound, ChangeProposal, ProposalOutcome, "Decision | None", "OrderRejection | None"], None]
+
+
 class Engine:
     """Resolves references and decides proposals; encodes every output once."""
 
-    def __init__(self, codec: AvroCodec, rules: Rules, topics: TopicNames) -> None:
+    def __init__(self, codec: AvroCodec, rules: Rules, topics: TopicNames, observe: Observer | None = None) -> None:
         self.codec = codec
         self.rules = rules
         self.topics = topics
+        self.observe = observe
 
     # --- stage 1: resolve the order a proposal is about and re-key by it -----------------
 
@@ -135,7 +144,7 @@ class Engine:
             reference = ExternalRef.model_validate(external).key
             linked = references.get(reference.encode())
             order_id = linked.decode() if linked else order_id_for_reference(reference)
-        return [Outbound(self.topics.by_order, order_id.encode(), record.value)]
+        return [Outbound(self.topics.by_order, order_id.encode(), record.value, record.headers)]
 
     def _unknown_order(self, record: Inbound) -> list[Outbound]:
         """The rejection and the answer for a proposal that names no order."""
@@ -154,6 +163,8 @@ class Engine:
             record_id=f"{proposal.event_id}:answer", event_id=proposal.event_id,
             source_system=proposal.source_system, outcome=ProposalOutcome.REJECTED,
             message=rejection.errors[0].message, decided_at=record.at)
+        if self.observe is not None:
+            self.observe(record, proposal, ProposalOutcome.REJECTED, None, rejection)
         return [self._out(self.topics.rejections, record.key, rejection),
                 self._out(self.topics.answers, record.key, answer)]
 
@@ -184,15 +195,29 @@ class Engine:
         key = record.key or b""
         stored = table.get(key)
         state = stored_state(stored) if stored else None
+        if state is None or not state.exists:  # rule 1 of hub.correlation: the creation starts the flow
+            state = replace(state or OrderState(order_id=key.decode()),
+                            correlation_id=correlation.of(record.headers) or proposal.event_id)
+        elif state.correlation_id is None:  # an order from before correlation ids: its id stands in
+            state = replace(state, correlation_id=state.order_id)
+        with bound(event_id=proposal.event_id, order_number=state.order_number, correlation_id=state.correlation_id):
+            return self._decide(record, key, proposal, state, table)
+
+    def _decide(self, record: Inbound, key: bytes, proposal: ChangeProposal, state: OrderState,
+                table: MutableMapping[bytes, bytes]) -> list[Outbound]:
         decision = decide(state, proposal, order_id=key.decode(), rules=self.rules, at=record.at,
                           next_order_number=lambda: order_number(record))
+        if self.observe is not None:
+            self.observe(record, proposal, decision.kind.outcome, decision, decision.rejection)
         if decision.kind == DecisionKind.DUPLICATE:
             # Another record with a decided event id: a sender's retry. Answer it; change nothing.
             answer = decision.answer.model_copy(
                 update={"record_id": f"{proposal.event_id}:duplicate@{record.partition}:{record.offset}"})
-            return [self._out(self.topics.answers, key, answer)]
+            return [self._out(self.topics.answers, key, answer, correlation.header(state.correlation_id))]
         table[key] = state_value(decision.state)
-        return self._outputs(decision, key)
+        flow = correlation.header(decision.state.correlation_id)  # rule 2: on every record about the order
+        return [replace(out, headers=out.headers + flow) if out.topic != self.topics.ref_links else out
+                for out in self._outputs(decision, key)]
 
     def _outputs(self, decision: Decision, key: bytes) -> list[Outbound]:
         outputs = []
@@ -220,8 +245,8 @@ class Engine:
             raise UndecodableRecord(f"not a valid change proposal: {exc}").at(
                 record.topic, record.partition, record.offset) from exc
 
-    def _out(self, topic: str, key: bytes | None, event: Any) -> Outbound:
-        return Outbound(topic, key, self.codec.encode(event.schema_name, event.to_avro()))
+    def _out(self, topic: str, key: bytes | None, event: Any, headers: tuple[tuple[str, bytes], ...] = ()) -> Outbound:
+        return Outbound(topic, key, self.codec.encode(event.schema_name, event.to_avro()), headers)
 
     def _snapshot(self, key: bytes, state: OrderState) -> Outbound:
         """The state record: the snapshot built straight from the state (``OrderState.snapshot_record``)."""

@@ -37,13 +37,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from hub import correlation
 from hub.domain import notify
 from hub.domain.fields import field_values
 from hub.domain.notify import Notice, Notifications, Subscriber
 from hub.errors import ConfigError, UndecodableRecord
 from hub.events import OrderAlert, OrderChange, OrderConflict, OrderRejection, OrderSnapshot
 from hub.notify.channels import Channels, DeliveryFailed, Renderer
-from hub.notify.outbox import Known, Outbox, Stored
+from hub.logs import bound
+from hub.notify.outbox import PENDING, Known, Outbox, Stored
+from hub.observability import metrics
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
 from hub.settings import Settings
@@ -199,13 +202,17 @@ class Reader:
                     if tp.topic == self.topics.state and not record.value and record.key:
                         orders[record.key.decode()] = None  # a tombstone: the order is gone
                     continue
+                flow = correlation.of(record.headers)  # hub.correlation: every notification of the flow says it
                 for notice in self._notices(event, orders):
                     for notification in notify.recipients(self.config, notice):
+                        message = self.renderer.message(notification)
+                        if flow:
+                            message["correlation_id"] = flow
                         made.append({"id": notification.id, "subscriber": notification.subscriber.name,
                                      "channel": notification.subscriber.channel,
                                      "target": notification.subscriber.target, "kind": notice.kind,
                                      "order_id": notice.order_id, "order_number": notice.order_number,
-                                     "message": self.renderer.message(notification)})
+                                     "message": message})
         added = await asyncio.to_thread(self.outbox.store, made, orders, offsets)
         if added:
             log.info("%d notification(s) to deliver", added)
@@ -254,6 +261,7 @@ class Reader:
                         schema, exc)
             inbound = Inbound(topic, record.partition, record.offset, record.timestamp, record.key, record.value)
             out = dead_letter(self.topics, inbound, "notify", exc)
+            metrics.DEAD_LETTERS.labels("notify").inc()
             await producer.send_and_wait(out.topic, out.value, key=out.key, headers=list(out.headers))
             return None
 
@@ -280,6 +288,11 @@ class Deliverer:
             await self._attempt(item)
 
     async def _attempt(self, item: Stored) -> None:
+        with bound(order_id=item.order_id, order_number=item.order_number,
+                   correlation_id=item.message.get("correlation_id"), notification_id=item.id):
+            await self._deliver(item)
+
+    async def _deliver(self, item: Stored) -> None:
         try:
             await self.channels.send(self.subscriber.channel, self.subscriber.target, item.id, item.message)
         except Exception as exc:  # noqa: BLE001 - whatever fails, it fails for this notification only
@@ -292,13 +305,16 @@ class Deliverer:
             if failure.permanent or now - since >= self.give_up_after_s:
                 why = str(failure) if failure.permanent else f"still failing after {now - since:.0f} s: {failure}"
                 log.error("notification %s (%s to %s) is undeliverable: %s", item.id, item.kind, self.name, why)
+                metrics.NOTIFICATIONS.labels(self.subscriber.channel, "undeliverable").inc()
                 await asyncio.to_thread(self.outbox.failed, item.id, why, None, now)
             else:
                 delay = backoff_s(item.attempts)
                 log.warning("notification %s to %s: %s; again in %.1fs", item.id, self.name, failure, delay)
+                metrics.NOTIFICATIONS.labels(self.subscriber.channel, "failed").inc()
                 await asyncio.to_thread(self.outbox.failed, item.id, str(failure), now + delay, now)
         else:
             await asyncio.to_thread(self.outbox.delivered, item.id)
+            metrics.NOTIFICATIONS.labels(self.subscriber.channel, "sent").inc()
             log.info("notified %s: %s", self.name, item.message.get("subject"))
 
 
@@ -339,6 +355,7 @@ async def run_notify(settings: Settings, *, stop: asyncio.Event | None = None) -
     from hub.logs import configure
 
     configure(settings)
+    metrics.serve(settings, "notify")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # its INFO is every request; ours say what was told
     rules = settings.rules()
     config = rules.workflow.notifications if rules.workflow else None
@@ -355,6 +372,10 @@ async def run_notify(settings: Settings, *, stop: asyncio.Event | None = None) -
     renderer = Renderer(config)
     channels = channels_of(settings, config)
     outbox = Outbox(outbox_path(settings))
+    for channel in {s.channel for s in config.subscribers}:
+        for result in ("sent", "failed", "undeliverable"):
+            metrics.NOTIFICATIONS.labels(channel, result)
+    metrics.NOTIFICATIONS_PENDING.set_function(lambda: outbox.counts()[PENDING])
     deliverers = [Deliverer(s, outbox, channels, config.give_up_after_s) for s in config.subscribers]
     if dropped := outbox.give_up_unknown(s.name for s in config.subscribers):
         log.warning("%d pending notification(s) of subscribers no longer configured kept as undeliverable", dropped)
@@ -392,5 +413,6 @@ async def run_notify(settings: Settings, *, stop: asyncio.Event | None = None) -
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await channels.close()
+        metrics.NOTIFICATIONS_PENDING.set_function(lambda: 0)  # a scrape no longer reads the outbox
         outbox.close()
     return 0

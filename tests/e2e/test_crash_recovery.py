@@ -181,13 +181,11 @@ def expected_outcome(decision: Decision) -> dict[str, dict]:
 def state_diff(got: OrderState, want: OrderState) -> str:
     """What differs between two states of one order, briefly."""
     a, b = got.to_dict(), want.to_dict()
-    parts = [f"{k}: {a[k]!r} != {b[k]!r}" for k in ("v", "u", "x") if a[k] != b[k]]
+    parts = [f"{k}: {a.get(k)!r} != {b.get(k)!r}" for k in ("v", "u", "x", "k") if a.get(k) != b.get(k)]
     parts += [f"field {f}: {a['f'].get(f)} != {b['f'].get(f)}" for f in sorted(set(a["f"]) | set(b["f"]))
               if a["f"].get(f) != b["f"].get(f)][:5]
-    if a["s"] != b["s"]:
-        here, there = {s[0] for s in a["s"]}, {s[0] for s in b["s"]}
-        parts.append(f"seen: {len(a['s'])} ids, {len(b['s'])} in the reference; "
-                     f"only here {sorted(here - there)[:3]}, only there {sorted(there - here)[:3]}")
+    if a["d"] != b["d"]:
+        parts.append(f"decided ids differ: {a['d'][:60]!r}... != {b['d'][:60]!r}...")
     return "; ".join(parts)
 
 

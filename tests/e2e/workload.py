@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from hub.domain.decide import Decision, decide
@@ -110,7 +110,10 @@ def build(codec: AvroCodec, rules: Rules, *, orders: int, proposals: int, seed: 
         if duplicate:
             return
         at = dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc)
-        decision = decide(work.states.get(order_id), proposal, order_id=order_id, rules=rules, at=at,
+        prior = work.states.get(order_id)
+        if prior is None or not prior.exists:  # the creation's event id names the order's flow
+            prior = replace(prior or OrderState(order_id=order_id), correlation_id=proposal.event_id)
+        decision = decide(prior, proposal, order_id=order_id, rules=rules, at=at,
                           next_order_number=lambda: "ORD-REFERENCE")
         work.decisions[proposal.event_id] = decision
         work.states[order_id] = decision.state

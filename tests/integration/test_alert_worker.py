@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from hub import correlation
 from hub.client import HubClient
 from hub.readmodel import ReadModel
 from hub.serde.store import SchemaStore
@@ -35,11 +36,13 @@ def move_clock(path: Path, when: str) -> None:
 
 
 async def alerts_until(settings: Settings, condition: Any, timeout: float = 60) -> list[tuple[str, dict]]:
-    """Every alert record (record id, decoded), in topic order per partition, once ``condition(alerts)`` holds."""
+    """Every alert record (record id, decoded with its correlation id as "flow"), in topic order per
+    partition, once ``condition(alerts)`` holds."""
     topic = TopicNames.of(settings).alerts
 
     def read(records: dict) -> list[tuple[str, dict]]:
-        values = [CODEC.decode(r.value, "order_alert").value for r in records[topic]]
+        values = [{**CODEC.decode(r.value, "order_alert").value, "flow": correlation.of(r.headers)}
+                  for r in records[topic]]
         return [(v["record_id"], v) for v in values]
 
     records = await TopicReader(settings, [topic]).until(lambda r: condition(read(r)), timeout)
@@ -74,6 +77,7 @@ async def test_raised_escalated_not_repeated_across_a_sigkill_and_cleared_when_p
             assert [(v["order_id"], v["kind"], v["stage"], v["notify"], v["days_left"]) for _, v in first] == [
                 (soon, "RAISED", "due_soon", "production_lead", 7)]
             assert first[0][1]["reason"] == "due 2026-12-10, in 7 days and production has not started (DRAFT)"
+            assert first[0][1]["flow"] == f"{soon}-c"  # the order's correlation id: its notifications carry it
 
             # killed and started again at the same time: it reads what it raised and raises nothing again
             assert watcher.kill() == -9
@@ -108,6 +112,7 @@ async def test_raised_escalated_not_repeated_across_a_sigkill_and_cleared_when_p
         (soon, "RAISED", "due_soon"), (soon, "RAISED", "escalated"),
         (soon, "CLEARED", "due_soon"), (soon, "CLEARED", "escalated")]
     assert {v["reason"] for _, v in found if v["kind"] == "CLEARED"} == {"production started (IN_PRODUCTION)"}
+    assert {v["flow"] for _, v in found} == {f"{soon}-c"}
 
 
 async def test_two_workers_share_the_orders_and_the_survivor_of_a_sigkill_takes_them_over(

@@ -174,3 +174,32 @@ def test_a_table_value_the_faust_engine_wrote_is_read_and_decided_on(engine: Eng
     assert [a["version"] for a in answers_in(later)] == [3]
     assert b"\n" not in table[b"O-10"] and "replay" not in json.loads(table[b"O-10"])
     assert stored_state(table[b"O-10"]).has_seen("u-10")
+
+
+def test_the_creation_starts_the_flows_correlation_id_and_every_record_about_the_order_carries_it(
+        engine: Engine) -> None:
+    """hub.correlation rules 1-2: the creating record's header (else its event id) is the order's
+    correlation id, kept in its state; a later proposal sent without it gets it on every output, its
+    routed hop keeps the header it came with, and a resent event id is answered with it."""
+    from hub import correlation
+
+    table: dict[bytes, bytes] = {}
+    started = Inbound(TOPICS.by_order, 2, 0, AT_MS, b"O-9", CODEC.encode("change_proposal", creation(
+        "crm-evt-1", order_id="O-9").to_avro()), correlation.header("crm:OPP-9"))
+    for out in engine.decide(started, table):
+        assert correlation.of(out.headers) == "crm:OPP-9", out.topic
+    assert stored_state(table[b"O-9"]).correlation_id == "crm:OPP-9"
+    later = inbound(proposal("erp-1", {"customer.name": "ACME AG"}, base=1, system="ERP", order_id="O-9"), 1)
+    outputs = engine.decide(later, table)
+    assert {out.topic for out in outputs} >= {TOPICS.changes, TOPICS.state, TOPICS.answers}
+    assert all(correlation.of(out.headers) == "crm:OPP-9" for out in outputs)
+    (again,) = engine.decide(inbound(proposal("erp-1", {"customer.name": "ACME AG"}, base=1, system="ERP",
+                                              order_id="O-9"), 2), table)
+    assert again.topic == TOPICS.answers and correlation.of(again.headers) == "crm:OPP-9"
+    routed = Inbound(TOPICS.proposals, 0, 3, AT_MS, b"k", later.value, correlation.header("crm:OPP-9"))
+    (forwarded,) = engine.resolve(routed, {})
+    assert correlation.of(forwarded.headers) == "crm:OPP-9"
+    # no header: the creating proposal's event id starts the flow
+    table = {}
+    engine.decide(inbound(creation("crm-evt-2", order_id="O-10"), 4), table)
+    assert stored_state(table[b"O-10"]).correlation_id == "crm-evt-2"

@@ -1,0 +1,1 @@
+"""Observing the hub while it runs: metrics (``metrics``) and consumer lag (``lag``)."""
