@@ -117,9 +117,13 @@ class Connector(Generic[C]):
        answers the repeat DUPLICATE. Push sources (webhooks, MQTT) call ``emit(changes)`` from
        their listener instead: it returns once the changes are durable; one that notices lost
        events (a gap) calls ``poll_soon()`` and the next poll recovers them from the cursor.
-    4. Loop suppression: before sending, the runtime drops every value equal to what the hub
-       last published for that order (the echo of the hub's own write) and sends nothing when
-       nothing is left; the hub answers what slips through (a race) UNCHANGED, making no version.
+    4. Loop suppression: a change may carry the object's whole current picture. For an order the
+       hub knows, the runtime proposes only the values that changed in the outside system since
+       this instance last read the object (so the hub's own edit of a field the outside system
+       never takes back is not undone by the next read of that object), drops every value equal to
+       what the hub last published for that order (the echo of the hub's own write), and sends
+       nothing when nothing is left; the hub answers what slips through (a race) UNCHANGED,
+       making no version.
     5. Sink side, idempotent out: ``on_change`` / ``on_state`` / ``on_release`` (override the
        ones the connector needs) are called for the hub's records, in order per order, by
        whichever instance the consumer group gives the order's partition; several instances

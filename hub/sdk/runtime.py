@@ -179,27 +179,40 @@ class ConnectorRuntime:
         def store() -> int:
             stored: list[Pending] = []
             proposed: list[tuple[str, str]] = []
+            said: dict[str, dict[str, str]] = {}  # what the outside system says now, per object
             for change in changes:
-                record = self._record(change, stage, correlation_id)
+                last = None
+                if isinstance(change, OutsideChange):
+                    last = said.get(change.ref.key) or self.store.seen(change.ref.key)
+                record = self._record(change, stage, correlation_id, last)
+                if isinstance(change, OutsideChange):
+                    said[change.ref.key] = {**(last or {}), **_canonical(change.values)}
+                    if record is not None:
+                        proposed.append((change.ref.key, change.event_id))
                 if record is not None:
                     stored.append(record)
-                    if isinstance(change, OutsideChange):
-                        proposed.append((change.ref.key, change.event_id))
             if cursor is not None:  # published after the proposals before it: a successor resumes there
                 encoded = json.dumps(cursor, sort_keys=True).encode()
                 stored.append(Pending(0, f"cursor:{hashlib.sha256(encoded).hexdigest()}", "connector_cursors",
                                       self.instance, encoded))
-            return self.store.put(stored, cursor, proposed)
+            return self.store.put(stored, cursor, proposed, said.items())
         added = await asyncio.to_thread(store)
         self._stored.set()
         return added
 
-    def _record(self, change: OutsideChange | Unmappable, stage: str, flow: str | None = None) -> Pending | None:
+    def _record(self, change: OutsideChange | Unmappable, stage: str, flow: str | None = None,
+                last: dict[str, str] | None = None) -> Pending | None:
+        """The outbox record for one change (None when nothing is left to propose). ``last``: what the
+        outside system said of the object before (``ConnectorStore.seen``)."""
         if isinstance(change, Unmappable):
             return self._dead_letter(change, stage)
         known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
         values = dict(change.values)
         refs = list(change.refs)
+        if known is not None and last is not None:
+            # only what changed outside since it was last read: a value the outside system still holds
+            # while the hub moved on (the hub's own edit it never took back) is not a new outside write
+            values = {path: value for path, value in values.items() if last.get(path) != canonical_json(value)}
         # an echo is dropped only when the hub's snapshot has caught up with this instance's own last
         # proposal for the object; before that the hub decides (UNCHANGED when it is one)
         if known is not None and self.store.settled(change.ref.key, known.version):
@@ -207,10 +220,10 @@ class ConnectorRuntime:
             values = {path: value for path, value in values.items() if not _same(path, value, current)}
             known_refs = {r.key for r in known.external_refs}
             refs = [r for r in refs if r.key not in known_refs]
-            if not values and not refs:
-                self.counts["suppressed"] += 1
-                self.health.echoes.inc()
-                return None
+        if known is not None and not values and not refs:
+            self.counts["suppressed"] += 1
+            self.health.echoes.inc()
+            return None
         proposal = ChangeProposal(
             event_id=change.event_id,
             order_ref=OrderRef(order_id=known.order_id if known else change.order_id, external=change.ref),
@@ -518,6 +531,11 @@ class ConnectorRuntime:
         record = self._dead_letter(unmappable, stage, where=message)
         await asyncio.to_thread(self.store.put, [record])
         self._stored.set()
+
+
+def _canonical(values: dict[str, Any]) -> dict[str, str]:
+    """A change's values as canonical JSON, path by path (how ``ConnectorStore.seen`` keeps them)."""
+    return {path: canonical_json(value) for path, value in values.items()}
 
 
 def _same(path: str, value: Any, current: dict[str, str]) -> bool:

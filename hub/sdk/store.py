@@ -12,6 +12,10 @@ the hub last said about each order. One SQLite file per instance.
   hub's answers to this instance's proposals: an echo is dropped only once the hub's snapshot
   has caught up with the instance's own last proposal (else an A -> B -> A in flight would lose
   the second A).
+- ``seen``: what the outside system said last about each of its objects (path -> canonical JSON),
+  stored with the proposals it made: a later read proposes only what changed outside since (see
+  ``hub.sdk.runtime``), so the hub's own edit of a field the outside system never takes back is
+  not undone by the next read of that object.
 - ``held``: records Kafka refused for good (too large, not authorised), kept with the reason
   so they block nothing and lose nothing.
 """
@@ -59,6 +63,7 @@ CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT N
                                     PRIMARY KEY (topic, partition));
 CREATE TABLE IF NOT EXISTS proposed (ref TEXT PRIMARY KEY, event_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answered (event_id TEXT PRIMARY KEY, version INTEGER);
+CREATE TABLE IF NOT EXISTS seen (ref TEXT PRIMARY KEY, fields TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, role TEXT NOT NULL,
                                  key TEXT NOT NULL, value BLOB NOT NULL, headers TEXT NOT NULL, reason TEXT NOT NULL);
 """
@@ -100,10 +105,11 @@ class ConnectorStore:
     # --- outbox and cursor --------------------------------------------------------------
 
     def put(self, records: Iterable[Pending], cursor: dict[str, Any] | None = None,
-            proposed: Iterable[tuple[str, str]] = ()) -> int:
-        """Store records (their ``seq`` is ignored) and, with them, the cursor behind them and which
-        proposal is now the last per outside object (``(ref, event_id)``), in one transaction; an id
-        already in the outbox is not stored again. Returns how many were new."""
+            proposed: Iterable[tuple[str, str]] = (), seen: Iterable[tuple[str, dict[str, str]]] = ()) -> int:
+        """Store records (their ``seq`` is ignored) and, with them, the cursor behind them, which
+        proposal is now the last per outside object (``(ref, event_id)``) and what the outside system
+        said of each object (``(ref, {path: canonical JSON})``, merged into what it said before), in one
+        transaction; an id already in the outbox is not stored again. Returns how many were new."""
         now = time.time()
         rows = [(r.event_id, r.role, r.key, r.value, json.dumps([[k, v.decode("latin-1")] for k, v in r.headers]),
                  now) for r in records]
@@ -118,6 +124,11 @@ class ConnectorStore:
                     self._db.execute("INSERT OR REPLACE INTO cursor (name, value) VALUES ('source', ?)",
                                      (json.dumps(cursor, sort_keys=True),))
                 self._db.executemany("INSERT OR REPLACE INTO proposed (ref, event_id) VALUES (?, ?)", list(proposed))
+                for ref, fields in seen:
+                    row = self._db.execute("SELECT fields FROM seen WHERE ref = ?", (ref,)).fetchone()
+                    merged = {**(json.loads(row[0]) if row else {}), **fields}
+                    self._db.execute("INSERT OR REPLACE INTO seen (ref, fields) VALUES (?, ?)",
+                                     (ref, json.dumps(merged, sort_keys=True)))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -196,6 +207,13 @@ class ConnectorStore:
             return True
         _, answered, version = row
         return answered is not None and (version is None or known_version >= version)
+
+    def seen(self, ref: str) -> dict[str, str] | None:
+        """What the outside system said last of the object ``ref`` (path -> canonical JSON), None
+        before this instance read it."""
+        with self._lock:
+            row = self._db.execute("SELECT fields FROM seen WHERE ref = ?", (ref,)).fetchone()
+        return json.loads(row[0]) if row else None
 
     def cursor(self) -> dict[str, Any]:
         """The source's cursor after the last stored poll ({} before the first)."""

@@ -1,0 +1,100 @@
+"""What a connector instance proposes when an outside object is read again (``hub.sdk.runtime``,
+``Connector`` rule 4): only what changed in the outside system since it last read the object, so the
+hub's own edit of a field the outside system never takes back is not undone by the next read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from hub.domain.decide import decide
+from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef
+from hub.sdk import Connector, ConnectorRuntime, OutsideChange
+from hub.sdk.contract import AT, state_of
+from hub.settings import Settings
+
+REF = ExternalRef(system="EDI", object_type="EdiOrder", external_id="K-1")
+PICTURE = {"customer.id": "C-100", "requested_delivery": "2026-12-20",
+           "instructions": [{"key": None, "text": "deburr all edges"}],
+           "lines.10.material.id": "MAT-1", "lines.10.quantity": "5", "lines.10.unit": "C62"}
+
+
+class Edi(Connector):
+    kind = "edi-test"
+    system = "EDI"
+
+    async def poll(self, cursor: dict) -> None:  # a source: the runtime stores what it reads
+        return None
+
+
+def read(revision: int, **changed: object) -> OutsideChange:
+    """The outside document as read at ``revision`` (its whole picture every time)."""
+    return OutsideChange(ref=REF, event_id=f"edi:K-1:{revision}", values={**PICTURE, **changed}, create=True,
+                         actor=Actor(id="edi", role="connector"), occurred_at=AT)
+
+
+def proposals(runtime: ConnectorRuntime) -> list[ChangeProposal]:
+    return [ChangeProposal.from_avro(runtime.codec.decode(p.value).value) for p in runtime.store.pending()]
+
+
+def runtime_of(settings: Settings, instance: str) -> ConnectorRuntime:
+    return ConnectorRuntime(Edi(Edi.Config()), instance=instance, settings=settings)
+
+
+async def test_reading_an_object_again_proposes_only_what_changed_outside(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path)
+    rules = settings.rules()
+    runtime = runtime_of(settings, "edi-1")
+    await runtime.emit([read(1)])
+    (creation,) = proposals(runtime)
+    created = decide(None, creation, order_id="O-1", rules=rules, at=AT, next_order_number=lambda: "ORD-2026-00-000001")
+    runtime.store.remember([created.snapshot], {})
+    runtime.store.answered([(creation.event_id, 1)])
+    runtime.store.sent(10**9)
+    # a planner changes the instructions in the hub; the outside system never takes them back
+    edit = ChangeProposal(event_id="hub-edit", order_ref=OrderRef(order_id="O-1"), base_version=1, source_system="HUB",
+                          actor=Actor(id="pia", role="planner"), occurred_at=AT + dt.timedelta(minutes=1),
+                          changes=[FieldChange(field="instructions",
+                                               value=json.dumps([{"key": None, "text": "deburr, no burrs > 0.1 mm"}]))])
+    edited = decide(created.state, edit, order_id="O-1", rules=rules, at=AT + dt.timedelta(minutes=1),
+                    next_order_number=lambda: "unused")
+    assert edited.snapshot.version == 2
+    runtime.store.remember([edited.snapshot], {})
+
+    # the document is read again (a new revision, the same values): nothing to propose
+    await runtime.emit([read(2)])
+    assert proposals(runtime) == [] and runtime.counts["suppressed"] == 1
+    # its quantity changes outside: only the quantity is proposed, the hub's instructions stand
+    await runtime.emit([read(3, **{"lines.10.quantity": "7"})])
+    (change,) = proposals(runtime)
+    assert [(c.field, c.value) for c in change.changes] == [("lines.10.quantity", '"7"')]
+    decided = decide(edited.state, change, order_id="O-1", rules=rules, at=AT + dt.timedelta(minutes=2),
+                     next_order_number=lambda: "unused")
+    assert decided.snapshot.instructions[0].text == "deburr, no burrs > 0.1 mm"
+    assert decided.snapshot.lines[0].quantity == Decimal("7")
+
+    # what the instance read survives a restart (it is stored with the outbox)
+    runtime.store.close()
+    restarted = runtime_of(settings, "edi-1")
+    assert restarted.store.seen(REF.key)["lines.10.quantity"] == '"7"'
+    restarted.store.close()
+
+
+async def test_an_instance_that_never_read_the_object_proposes_what_differs_from_the_hub(tmp_path: Path) -> None:
+    """The limit: another instance (a failover, a new store) has not read the object yet, so it cannot
+    tell an outside change from a hub edit; it proposes every value that differs from the hub's."""
+    settings = Settings(state_dir=tmp_path)
+    rules = settings.rules()
+    first = runtime_of(settings, "edi-1")
+    await first.emit([read(1)])
+    (creation,) = proposals(first)
+    created = decide(None, creation, order_id="O-1", rules=rules, at=AT, next_order_number=lambda: "ORD-2026-00-000001")
+    fresh = runtime_of(settings, "edi-2")
+    moved = created.snapshot.model_copy(update={"version": 2, "requested_delivery": dt.date(2026, 12, 22)})
+    fresh.store.remember([moved], {})
+    await fresh.emit([read(2)])
+    (proposal,) = proposals(fresh)
+    assert [c.field for c in proposal.changes] == ["requested_delivery"]
+    assert state_of(moved).version == 2
