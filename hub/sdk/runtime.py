@@ -179,45 +179,49 @@ class ConnectorRuntime:
         def store() -> int:
             stored: list[Pending] = []
             proposed: list[tuple[str, str]] = []
-            said: dict[str, dict[str, str]] = {}  # what the outside system says now, per object
+            # what the outside system said of each object before these changes, then what it says now
+            said = self.store.seen(c.ref.key for c in changes if isinstance(c, OutsideChange))
             for change in changes:
-                last = None
                 if isinstance(change, OutsideChange):
-                    last = said.get(change.ref.key) or self.store.seen(change.ref.key)
-                record = self._record(change, stage, correlation_id, last)
-                if isinstance(change, OutsideChange):
-                    said[change.ref.key] = {**(last or {}), **_canonical(change.values)}
+                    last, now = said.get(change.ref.key), _canonical(change.values)
+                    record = self._record(change, stage, correlation_id, last, now)
+                    said[change.ref.key] = {**(last or {}), **now}
                     if record is not None:
                         proposed.append((change.ref.key, change.event_id))
+                else:
+                    record = self._record(change, stage)
                 if record is not None:
                     stored.append(record)
             if cursor is not None:  # published after the proposals before it: a successor resumes there
                 encoded = json.dumps(cursor, sort_keys=True).encode()
                 stored.append(Pending(0, f"cursor:{hashlib.sha256(encoded).hexdigest()}", "connector_cursors",
                                       self.instance, encoded))
-            return self.store.put(stored, cursor, proposed, said.items())
+            now_said = {c.ref.key: said[c.ref.key] for c in changes if isinstance(c, OutsideChange)}
+            return self.store.put(stored, cursor, proposed, now_said.items())
         added = await asyncio.to_thread(store)
         self._stored.set()
         return added
 
     def _record(self, change: OutsideChange | Unmappable, stage: str, flow: str | None = None,
-                last: dict[str, str] | None = None) -> Pending | None:
+                last: dict[str, str] | None = None, now: dict[str, str] | None = None) -> Pending | None:
         """The outbox record for one change (None when nothing is left to propose). ``last``: what the
-        outside system said of the object before (``ConnectorStore.seen``)."""
+        outside system said of the object before (``ConnectorStore.seen``); ``now``: the change's
+        values as canonical JSON (``_canonical``), when the caller has them."""
         if isinstance(change, Unmappable):
             return self._dead_letter(change, stage)
+        now = now if now is not None else _canonical(change.values)
         known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
         values = dict(change.values)
         refs = list(change.refs)
         if known is not None and last is not None:
             # only what changed outside since it was last read: a value the outside system still holds
             # while the hub moved on (the hub's own edit it never took back) is not a new outside write
-            values = {path: value for path, value in values.items() if last.get(path) != canonical_json(value)}
+            values = {path: value for path, value in values.items() if last.get(path) != now[path]}
         # an echo is dropped only when the hub's snapshot has caught up with this instance's own last
         # proposal for the object; before that the hub decides (UNCHANGED when it is one)
         if known is not None and self.store.settled(change.ref.key, known.version):
             current = field_values(known.model_dump(mode="json"), only=values)  # the paths it touches
-            values = {path: value for path, value in values.items() if not _same(path, value, current)}
+            values = {path: value for path, value in values.items() if not _same(path, now[path], current)}
             known_refs = {r.key for r in known.external_refs}
             refs = [r for r in refs if r.key not in known_refs]
         if known is not None and not values and not refs:
@@ -230,7 +234,7 @@ class ConnectorRuntime:
             intent=ProposalIntent.CREATE if change.create and known is None else ProposalIntent.UPDATE,
             base_version=known.version if known else 0, source_system=self.connector.system,
             actor=change.actor, occurred_at=change.occurred_at,
-            changes=[FieldChange(field=path, value=canonical_json(value)) for path, value in values.items()],
+            changes=[FieldChange(field=path, value=now[path]) for path in values],
             external_refs=refs, comment=change.comment)
         self.counts["proposed"] += 1
         self.health.proposals.inc()
@@ -538,13 +542,13 @@ def _canonical(values: dict[str, Any]) -> dict[str, str]:
     return {path: canonical_json(value) for path, value in values.items()}
 
 
-def _same(path: str, value: Any, current: dict[str, str]) -> bool:
-    """Whether a proposed plain value equals the hub's current value of ``path`` (canonically)."""
+def _same(path: str, value: str, current: dict[str, str]) -> bool:
+    """Whether a proposed value (its canonical JSON) equals the hub's current value of ``path``."""
     kind = kind_of(path)
     if kind is None:
         return False
     try:
-        return kind.canonical(canonical_json(value)) == current.get(path)
+        return kind.canonical(value) == current.get(path)
     except ValueError:  # invalid: let the hub say why
         return False
 

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import orjson
+
 from hub.events import ExternalRef, OrderSnapshot
 
 
@@ -63,7 +65,7 @@ CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT N
                                     PRIMARY KEY (topic, partition));
 CREATE TABLE IF NOT EXISTS proposed (ref TEXT PRIMARY KEY, event_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS answered (event_id TEXT PRIMARY KEY, version INTEGER);
-CREATE TABLE IF NOT EXISTS seen (ref TEXT PRIMARY KEY, fields TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (ref TEXT PRIMARY KEY, fields BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS held (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, role TEXT NOT NULL,
                                  key TEXT NOT NULL, value BLOB NOT NULL, headers TEXT NOT NULL, reason TEXT NOT NULL);
 """
@@ -108,8 +110,8 @@ class ConnectorStore:
             proposed: Iterable[tuple[str, str]] = (), seen: Iterable[tuple[str, dict[str, str]]] = ()) -> int:
         """Store records (their ``seq`` is ignored) and, with them, the cursor behind them, which
         proposal is now the last per outside object (``(ref, event_id)``) and what the outside system
-        said of each object (``(ref, {path: canonical JSON})``, merged into what it said before), in one
-        transaction; an id already in the outbox is not stored again. Returns how many were new."""
+        now says of each object (``(ref, {path: canonical JSON})``, replacing what it said before), in
+        one transaction; an id already in the outbox is not stored again. Returns how many were new."""
         now = time.time()
         rows = [(r.event_id, r.role, r.key, r.value, json.dumps([[k, v.decode("latin-1")] for k, v in r.headers]),
                  now) for r in records]
@@ -124,11 +126,8 @@ class ConnectorStore:
                     self._db.execute("INSERT OR REPLACE INTO cursor (name, value) VALUES ('source', ?)",
                                      (json.dumps(cursor, sort_keys=True),))
                 self._db.executemany("INSERT OR REPLACE INTO proposed (ref, event_id) VALUES (?, ?)", list(proposed))
-                for ref, fields in seen:
-                    row = self._db.execute("SELECT fields FROM seen WHERE ref = ?", (ref,)).fetchone()
-                    merged = {**(json.loads(row[0]) if row else {}), **fields}
-                    self._db.execute("INSERT OR REPLACE INTO seen (ref, fields) VALUES (?, ?)",
-                                     (ref, json.dumps(merged, sort_keys=True)))
+                self._db.executemany("INSERT OR REPLACE INTO seen (ref, fields) VALUES (?, ?)",
+                                     [(ref, orjson.dumps(fields)) for ref, fields in seen])
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -208,12 +207,18 @@ class ConnectorStore:
         _, answered, version = row
         return answered is not None and (version is None or known_version >= version)
 
-    def seen(self, ref: str) -> dict[str, str] | None:
-        """What the outside system said last of the object ``ref`` (path -> canonical JSON), None
-        before this instance read it."""
+    def seen(self, refs: Iterable[str]) -> dict[str, dict[str, str]]:
+        """What the outside system said last of each object in ``refs`` (path -> canonical JSON), by
+        ref; an object this instance never read is missing."""
+        wanted = list(dict.fromkeys(refs))
+        found: dict[str, dict[str, str]] = {}
         with self._lock:
-            row = self._db.execute("SELECT fields FROM seen WHERE ref = ?", (ref,)).fetchone()
-        return json.loads(row[0]) if row else None
+            for at in range(0, len(wanted), 500):  # SQLite's limit on parameters, with room to spare
+                chunk = wanted[at:at + 500]
+                rows = self._db.execute(f"SELECT ref, fields FROM seen WHERE ref IN ({', '.join('?' * len(chunk))})",
+                                        chunk).fetchall()
+                found.update((ref, orjson.loads(fields)) for ref, fields in rows)
+        return found
 
     def cursor(self) -> dict[str, Any]:
         """The source's cursor after the last stored poll ({} before the first)."""

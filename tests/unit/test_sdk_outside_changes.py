@@ -78,7 +78,7 @@ async def test_reading_an_object_again_proposes_only_what_changed_outside(tmp_pa
     # what the instance read survives a restart (it is stored with the outbox)
     runtime.store.close()
     restarted = runtime_of(settings, "edi-1")
-    assert restarted.store.seen(REF.key)["lines.10.quantity"] == '"7"'
+    assert restarted.store.seen([REF.key])[REF.key]["lines.10.quantity"] == '"7"'
     restarted.store.close()
 
 
