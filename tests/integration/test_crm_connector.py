@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Iterator
 
@@ -12,13 +13,14 @@ import pytest
 from connectors.crm import CrmConfig, CrmConnector
 from connectors.crm.client import OpportunityClient
 from connectors.crm.source import opportunity_change
+from hub.client import HubClient
+from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef, OrderSnapshot
 from hub.sdk import ConnectorRuntime
-from tests.integration.kafka_helpers import poll_until
-from hub.events import ExternalRef, OrderSnapshot
 from hub.sdk.contract import ConnectorContract
 from localdev import process
 from localdev.sandboxes import salesforce
 from localdev.sandboxes.salesforce import CrmSandbox, SalesDesk, line
+from tests.integration.kafka_helpers import poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +132,62 @@ async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_noth
         desk.change(other.opportunity_id, Customer_PO_Number__c="PO-5")
         await poll_until(lambda: runtime.store.snapshot_for(ref).customer_po_number == "PO-88", 60,
                          "the change made during the gap")
+    finally:
+        try:
+            runtime.stop()
+            await running
+        finally:
+            desk.close()
+            crm.close()
+            salesforce.down(tmp_path / "crm")
+
+
+async def test_the_hubs_edit_of_a_crm_field_stands_when_the_opportunity_is_read_again(
+        hub_settings, start_worker, tmp_path: Path) -> None:
+    """The sales desk changes the instructions in the hub (the CRM never takes them back); the hub's
+    status written back to the opportunity moves its SystemModstamp, so the next poll reads it again:
+    that read proposes nothing, and the hub's instructions stand (``Connector`` rule 4)."""
+    start_worker(hub_settings).wait_ready()
+    port = process.free_port()
+    sandbox = salesforce.up(tmp_path / "crm", process.free_port(), webhook_urls=[f"http://127.0.0.1:{port}/crm/events"],
+                            webhook_secret="s3cret")
+    config = CrmConfig(instance_url=sandbox.instance_url, session_id=sandbox.session_id, ca_file=sandbox.ca_file,
+                       webhook_secret="s3cret", webhook_port=port, poll_interval_s=3600)
+    runtime = ConnectorRuntime(CrmConnector(config), instance="crm-reread", settings=hub_settings)
+    running = asyncio.create_task(runtime.run())
+    desk = SalesDesk(sandbox.instance_url, sandbox.ca_file)
+    crm = OpportunityClient(sandbox.instance_url, sandbox.session_id, ca_file=sandbox.ca_file)
+    edited = [{"key": "coating", "text": "zinc 15 um"}]
+    try:
+        await poll_until(lambda: runtime.leader.is_set(), 60, "the source lease")
+        opp = desk.new_opportunity("ACME GmbH", "Brackets", contact="Jane Roe", Amount=1200, CurrencyIsoCode="EUR",
+                                   Requested_Delivery_Date__c="2026-12-20", Description="coating: zinc 12 um",
+                                   lines=[line("MAT-100", 250, unit="pcs")])
+        desk.win(opp.opportunity_id)
+        ref = crm_ref(opp.opportunity_id)
+        await poll_until(lambda: runtime.store.snapshot_for(ref) is not None, 90, "the order from the win")
+        order = runtime.store.snapshot_for(ref)
+        await poll_until(lambda: runtime.store.settled(ref.key, order.version), 30, "the hub's answer to the creation")
+        async with HubClient(hub_settings) as client:
+            for event_id, base, system, role, field, value in (
+                    ("sales-edit", 1, "HUB", "sales", "instructions", edited),
+                    ("erp-confirms", 2, "ERP", "connector", "status", "CONFIRMED")):
+                decided = await client.propose(ChangeProposal(
+                    event_id=f"{order.order_id}:{event_id}", order_ref=OrderRef(order_id=order.order_id),
+                    base_version=base, source_system=system, actor=Actor(id="t", role=role),
+                    occurred_at=dt.datetime.now(dt.UTC), changes=[FieldChange(field=field, value=json.dumps(value))]),
+                    timeout_s=60)
+                assert decided.accepted, decided.answer
+        await poll_until(lambda: crm.opportunity(opp.opportunity_id).order_status == "CONFIRMED", 60,
+                         "the status written back to the opportunity")
+        stamp = crm.opportunity(opp.opportunity_id).system_modstamp
+        proposed, suppressed = runtime.counts["proposed"], runtime.counts["suppressed"]
+        runtime.poll_soon()
+        await poll_until(lambda: f"{opp.opportunity_id}@{stamp.isoformat()}" in runtime.store.cursor().get("seen", []),
+                         60, "the poll that reads the opportunity again")
+        assert runtime.counts["suppressed"] == suppressed + 1 and runtime.counts["proposed"] == proposed
+        now = runtime.store.snapshot_for(ref)
+        assert now.version == 3 and [i.model_dump() for i in now.instructions] == edited
     finally:
         try:
             runtime.stop()
