@@ -1,5 +1,6 @@
-"""``ORDERHUB_LOG_JSON=true`` (the container image's default): every line the engine and the API write
-is one JSON object, the stream runtime's and the web server's own lines included (hub.logs rule 1)."""
+"""``ORDERHUB_LOG_JSON=true`` (the container image's default): every line the hub's long-running
+processes write is one JSON object, the stream runtime's, the web server's and Python's own warnings
+included (hub.logs rule 1)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import pytest
 
 from hub.api.app import READY as API_READY
 from hub.settings import Settings
+from hub.streams.alerts import READY as ALERTS_READY
+from hub.streams.notify import READY as NOTIFY_READY
 from localdev import process
 from tests.integration.kafka_helpers import WorkerProcess, delete_namespace_topics
 from tests.services import namespaced_settings
@@ -19,28 +22,35 @@ from tests.services import namespaced_settings
 pytestmark = pytest.mark.integration
 
 
-def test_the_engine_and_the_api_write_nothing_but_json_lines(kafka_settings: Settings, tmp_path: Path) -> None:
+def test_every_process_writes_nothing_but_json_lines(kafka_settings: Settings, tmp_path: Path) -> None:
     port = process.free_port()
     settings = namespaced_settings(kafka_settings, tmp_path)
     env = {"ORDERHUB_LOG_JSON": "true", "ORDERHUB_API_PORT": str(port)}
     engine = WorkerProcess(settings, tmp_path / "engine.log", env).start()
-    api = WorkerProcess(settings, tmp_path / "api.log", env, command=("api",), ready_mark=API_READY)
+    others = {name: WorkerProcess(settings, tmp_path / f"{name}.log", env, command=(name,), ready_mark=mark)
+              for name, mark in (("api", API_READY), ("alerts", ALERTS_READY), ("notify", NOTIFY_READY),
+                                 ("lag", "metrics on http://"))}
     try:
         engine.wait_ready()
-        api.start().wait_ready()
+        for started in others.values():
+            started.start()
+        for started in others.values():
+            started.wait_ready()
         assert httpx.get(f"http://127.0.0.1:{port}/api/v1/orders", timeout=30).status_code == 401
     finally:
-        api.stop()
+        for started in others.values():
+            started.stop()
         engine.stop()
         asyncio.run(delete_namespace_topics(settings, settings.topic_namespace))
-    for log in (tmp_path / "engine.log", tmp_path / "api.log"):
-        lines = [line for line in log.read_text().splitlines() if line.strip()]
-        records = []
+    loggers: set[str] = set()
+    for name in ("engine", *others):
+        lines = [line for line in (tmp_path / f"{name}.log").read_text().splitlines() if line.strip()]
         for line in lines:
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
-                raise AssertionError(f"{log.name}: not a JSON line: {line!r}") from None
-        assert records and all({"timestamp", "level", "logger", "event"} <= r.keys() for r in records), log.name
-    loggers = {json.loads(line)["logger"] for line in (tmp_path / "engine.log").read_text().splitlines() if line}
+                raise AssertionError(f"{name}.log: not a JSON line: {line!r}") from None
+            assert {"timestamp", "level", "logger", "event"} <= record.keys(), (name, record)
+            loggers.add(record["logger"])
+        assert lines, f"{name} logged nothing"
     assert any(name.startswith("quixstreams") for name in loggers), loggers
