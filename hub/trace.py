@@ -62,8 +62,7 @@ def steps_of(model: Any, order_id: str, notifications: Iterable[Any] = ()) -> tu
         steps.append(Step(entry.accepted_at, "change", entry.source_system, f"{entry.actor_id} ({entry.actor_role})",
                           f"version {entry.version} {entry.outcome.value}: {'; '.join(did)}", entry.correlation_id))
     for conflict in model.conflicts(order_id):
-        fields = ", ".join(f"{f.field} {f.outcome.value if hasattr(f.outcome, 'value') else f.outcome}"
-                           for f in conflict.fields)
+        fields = ", ".join(f"{f.field} {f.outcome.value}" for f in conflict.fields)
         steps.append(Step(conflict.decided_at, "conflict", "HUB", "engine",
                           f"conflict on version {conflict.current_version}: {fields}"))
     for rejection in model.rejections(order_id):

@@ -227,14 +227,6 @@ def dead_letter_stage(stage: str) -> str:
     return parts[0]
 
 
-def count_dead_letters(outputs: Iterable[Any], dead_letter_topic: str) -> None:
-    """Count the dead letters among a stage's outputs (``Outbound``-like: ``topic`` and ``headers``)."""
-    for out in outputs:
-        if out.topic == dead_letter_topic:
-            stage = dict(out.headers).get("__orderhub.errors.stage", b"unknown")
-            DEAD_LETTERS.labels(dead_letter_stage(stage.decode() if isinstance(stage, bytes) else str(stage))).inc()
-
-
 def observe_decision(record: Any, proposal: Any, outcome: Any, decision: Any, rejection: Any, *,
                      known: Callable[[str], bool] = lambda system: True) -> None:
     """What one answered proposal adds (``hub.streams.core.Observer``): the proposal, by its system

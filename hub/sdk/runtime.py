@@ -42,7 +42,7 @@ from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, Retriable
 from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
                         ProposalAnswer, ProposalIntent, ProposalOutcome)
 from hub.logs import bound
-from hub.observability.metrics import DEAD_LETTERS, ConnectorHealth, dead_letter_stage
+from hub.observability.metrics import ConnectorHealth
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
 from hub.sdk.store import ConnectorStore, Pending
 from hub.settings import Settings
@@ -182,34 +182,28 @@ class ConnectorRuntime:
             # what the outside system said of each object before these changes, then what it says now
             said = self.store.seen(c.ref.key for c in changes if isinstance(c, OutsideChange))
             for change in changes:
-                if isinstance(change, OutsideChange):
-                    last, now = said.get(change.ref.key), _canonical(change.values)
-                    record = self._record(change, stage, correlation_id, last, now)
-                    said[change.ref.key] = {**(last or {}), **now}
-                    if record is not None:
-                        proposed.append((change.ref.key, change.event_id))
-                else:
-                    record = self._record(change, stage)
-                if record is not None:
+                if isinstance(change, Unmappable):
+                    stored.append(self._dead_letter(change, stage))
+                    continue
+                last, now = said.get(change.ref.key), _canonical(change.values)
+                said[change.ref.key] = {**(last or {}), **now}
+                if (record := self._record(change, correlation_id, last, now)) is not None:
                     stored.append(record)
+                    proposed.append((change.ref.key, change.event_id))
             if cursor is not None:  # published after the proposals before it: a successor resumes there
                 encoded = json.dumps(cursor, sort_keys=True).encode()
                 stored.append(Pending(0, f"cursor:{hashlib.sha256(encoded).hexdigest()}", "connector_cursors",
                                       self.instance, encoded))
-            now_said = {c.ref.key: said[c.ref.key] for c in changes if isinstance(c, OutsideChange)}
-            return self.store.put(stored, cursor, proposed, now_said.items())
+            return self.store.put(stored, cursor, proposed, said.items())
         added = await asyncio.to_thread(store)
         self._stored.set()
         return added
 
-    def _record(self, change: OutsideChange | Unmappable, stage: str, flow: str | None = None,
-                last: dict[str, str] | None = None, now: dict[str, str] | None = None) -> Pending | None:
-        """The outbox record for one change (None when nothing is left to propose). ``last``: what the
+    def _record(self, change: OutsideChange, flow: str | None, last: dict[str, str] | None,
+                now: dict[str, str]) -> Pending | None:
+        """The proposal for one change (None when nothing is left to propose). ``last``: what the
         outside system said of the object before (``ConnectorStore.seen``); ``now``: the change's
-        values as canonical JSON (``_canonical``), when the caller has them."""
-        if isinstance(change, Unmappable):
-            return self._dead_letter(change, stage)
-        now = now if now is not None else _canonical(change.values)
+        values as canonical JSON (``_canonical``)."""
         known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
         values = dict(change.values)
         refs = list(change.refs)
@@ -252,7 +246,6 @@ class ConnectorRuntime:
         headers = error_headers(f"connector:{self.instance}:{stage}", error, **position)
         self.counts["dead_letters"] += 1
         self.health.error("dead_letter")
-        DEAD_LETTERS.labels(dead_letter_stage(f"connector:{self.instance}:{stage}")).inc()
         digest = hashlib.sha256(stage.encode() + b"\0" + value + b"\0" + str(error).encode()).hexdigest()
         return Pending(0, f"dead:{digest}", "dead_letters", unmappable.key or "", value, headers)
 

@@ -267,7 +267,6 @@ class AlertWorker:
             log.warning("%s[%d]@%d is not an %s (%s): to the dead letters", topic, inbound.partition,
                         inbound.offset, schema, exc)
             out = dead_letter(self.topics, inbound, "alerts", exc)
-            metrics.DEAD_LETTERS.labels("alerts").inc()
             await producer.send_and_wait(out.topic, out.value, key=out.key,  # type: ignore[attr-defined]
                                          headers=list(out.headers))
             return None

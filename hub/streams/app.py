@@ -39,7 +39,6 @@ from typing import Any, Callable, Iterator, MutableMapping
 from hub import correlation
 from hub.errors import FatalError, RetriableError, UndecodableRecord
 from hub.events import OrderAlert, OrderChange, OrderConflict, OrderRejection, OrderSnapshot
-from hub.logs import bound
 from hub.observability import metrics
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec, registry_from_settings
@@ -148,17 +147,13 @@ def create_app(settings: Settings) -> Any:
             record = Inbound(ctx.topic, ctx.partition, ctx.offset, timestamp, key, value, tuple(headers or ()))
             where = f"{stage} {record.topic}[{record.partition}]@{record.offset}"
             try:
-                with bound(order_id=key.decode(errors="replace") if stage == "decide" and key else None,
-                           correlation_id=correlation.of(record.headers)):
-                    outputs = retrying(lambda: work(record, _Table(state, key or b"")), (RetriableError,), where)
+                return retrying(lambda: work(record, _Table(state, key or b"")), (RetriableError,), where)
             except FatalError as exc:
                 stop_on_fatal(exc, where)
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug or a bad record must not stop the partition
                 log.exception("%s failed", where)
-                outputs = [dead_letter(topics, record, stage, exc)]
-            metrics.count_dead_letters(outputs, topics.dead_letters)
-            return outputs
+                return [dead_letter(topics, record, stage, exc)]
         return handle
 
     def route(record: Inbound, table: _Table) -> list[Outbound]:
@@ -229,7 +224,6 @@ def _add_projector(app: Any, settings: Settings, codec: AvroCodec, topics: Topic
                 raise SinkBackpressureError(retry_after=5.0) from exc
             dead += refused
             metrics.PROJECTED.labels(self.schema).inc(len(items) - len(refused))
-            metrics.count_dead_letters(dead, topics.dead_letters)
             for out in dead:  # on Kafka before the commit that moves past them
                 dead_letters.produce(out.topic, out.value, out.key, headers=list(out.headers))
             if dead:

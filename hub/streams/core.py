@@ -36,6 +36,7 @@ from hub.events import (
     ChangeProposal, ExternalRef, FieldError, OrderRejection, ProposalAnswer, ProposalOutcome, RejectionReason,
 )
 from hub.logs import bound
+from hub.observability import metrics
 from hub.serde.wire import AvroCodec
 from hub.settings import Settings
 from hub.topics import TopicNames
@@ -91,7 +92,10 @@ def order_number(record: Inbound) -> str:
 def error_headers(stage: str, error: BaseException, *, topic: str | None = None, partition: int | None = None,
                   offset: int | None = None) -> tuple[tuple[str, bytes], ...]:
     """Why a record is a dead letter, in Kafka-Connect-style headers: where it was read (when it was
-    read from Kafka), the stage, the exception's class and message."""
+    read from Kafka), the stage, the exception's class and message. Every dead letter of the hub (the
+    engine's, the alert worker's, the notifier's, a connector's) is made here, so it is counted here
+    (``orderhub_dead_letters_total``, at least once like every counter)."""
+    metrics.DEAD_LETTERS.labels(metrics.dead_letter_stage(stage)).inc()
     where = () if topic is None else (
         ("__orderhub.errors.topic", topic.encode()),
         ("__orderhub.errors.partition", str(partition).encode()),
@@ -200,7 +204,8 @@ class Engine:
                             correlation_id=correlation.of(record.headers) or proposal.event_id)
         elif state.correlation_id is None:  # an order from before correlation ids: its id stands in
             state = replace(state, correlation_id=state.order_id)
-        with bound(event_id=proposal.event_id, order_number=state.order_number, correlation_id=state.correlation_id):
+        with bound(order_id=state.order_id, order_number=state.order_number, event_id=proposal.event_id,
+                   correlation_id=state.correlation_id):
             return self._decide(record, key, proposal, state, table)
 
     def _decide(self, record: Inbound, key: bytes, proposal: ChangeProposal, state: OrderState,
@@ -215,25 +220,24 @@ class Engine:
                 update={"record_id": f"{proposal.event_id}:duplicate@{record.partition}:{record.offset}"})
             return [self._out(self.topics.answers, key, answer, correlation.header(state.correlation_id))]
         table[key] = state_value(decision.state)
-        flow = correlation.header(decision.state.correlation_id)  # rule 2: on every record about the order
-        return [replace(out, headers=out.headers + flow) if out.topic != self.topics.ref_links else out
-                for out in self._outputs(decision, key)]
+        return self._outputs(decision, key, correlation.header(decision.state.correlation_id))
 
-    def _outputs(self, decision: Decision, key: bytes) -> list[Outbound]:
+    def _outputs(self, decision: Decision, key: bytes, flow: tuple[tuple[str, bytes], ...]) -> list[Outbound]:
+        """The decision's records; ``flow`` (rule 2 of hub.correlation) on every one about the order."""
         outputs = []
         if decision.change is not None:
-            outputs.append(self._out(self.topics.changes, key, decision.change))
+            outputs.append(self._out(self.topics.changes, key, decision.change, flow))
             outputs += [Outbound(self.topics.ref_links, ref.key.encode(), key) for ref in decision.change.external_refs_added]
         if decision.conflict is not None:
-            outputs.append(self._out(self.topics.conflicts, key, decision.conflict))
+            outputs.append(self._out(self.topics.conflicts, key, decision.conflict, flow))
         if decision.rejection is not None:
-            outputs.append(self._out(self.topics.rejections, key, decision.rejection))
+            outputs.append(self._out(self.topics.rejections, key, decision.rejection, flow))
         if decision.release is not None:
-            outputs.append(self._out(self.topics.releases, key, decision.release))
+            outputs.append(self._out(self.topics.releases, key, decision.release, flow))
         if decision.accepted:
-            outputs.append(self._snapshot(key, decision.state))
+            outputs.append(self._snapshot(key, decision.state, flow))
         if decision.answer is not None:
-            outputs.append(self._out(self.topics.answers, key, decision.answer))
+            outputs.append(self._out(self.topics.answers, key, decision.answer, flow))
         return outputs
 
     def _proposal(self, record: Inbound) -> ChangeProposal:
@@ -248,10 +252,10 @@ class Engine:
     def _out(self, topic: str, key: bytes | None, event: Any, headers: tuple[tuple[str, bytes], ...] = ()) -> Outbound:
         return Outbound(topic, key, self.codec.encode(event.schema_name, event.to_avro()), headers)
 
-    def _snapshot(self, key: bytes, state: OrderState) -> Outbound:
+    def _snapshot(self, key: bytes, state: OrderState, headers: tuple[tuple[str, bytes], ...] = ()) -> Outbound:
         """The state record: the snapshot built straight from the state (``OrderState.snapshot_record``)."""
         return Outbound(self.topics.state, key,
-                        self.codec.encode("order_snapshot", state.snapshot_record(), quantised=True))
+                        self.codec.encode("order_snapshot", state.snapshot_record(), quantised=True), headers)
 
 
 def state_value(state: OrderState) -> bytes:

@@ -261,7 +261,6 @@ class Reader:
                         schema, exc)
             inbound = Inbound(topic, record.partition, record.offset, record.timestamp, record.key, record.value)
             out = dead_letter(self.topics, inbound, "notify", exc)
-            metrics.DEAD_LETTERS.labels("notify").inc()
             await producer.send_and_wait(out.topic, out.value, key=out.key, headers=list(out.headers))
             return None
 

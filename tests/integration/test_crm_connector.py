@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import pytest
 
@@ -17,9 +18,10 @@ from hub.client import HubClient
 from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef, OrderSnapshot
 from hub.sdk import ConnectorRuntime
 from hub.sdk.contract import ConnectorContract
+from hub.settings import Settings
 from localdev import process
 from localdev.sandboxes import salesforce
-from localdev.sandboxes.salesforce import CrmSandbox, SalesDesk, line
+from localdev.sandboxes.salesforce import CrmSandbox, NewOpportunity, SalesDesk, line
 from tests.integration.kafka_helpers import poll_until
 
 pytestmark = pytest.mark.integration
@@ -76,26 +78,48 @@ def crm_ref(opp_id: str) -> ExternalRef:
     return ExternalRef(system="CRM", object_type="Opportunity", external_id=opp_id)
 
 
+@contextlib.asynccontextmanager
+async def running_crm(settings: Settings, folder: Path,
+                      instance: str) -> AsyncIterator[tuple[ConnectorRuntime, SalesDesk, OpportunityClient]]:
+    """A CRM connector instance on real Kafka, its sandbox pushing signed change events to it (the
+    regular poll an hour away), once it holds the source lease: (runtime, the sales desk, a client)."""
+    port = process.free_port()
+    sandbox = salesforce.up(folder / "crm", process.free_port(), webhook_urls=[f"http://127.0.0.1:{port}/crm/events"],
+                            webhook_secret="s3cret")
+    config = CrmConfig(instance_url=sandbox.instance_url, session_id=sandbox.session_id, ca_file=sandbox.ca_file,
+                       webhook_secret="s3cret", webhook_port=port, poll_interval_s=3600)
+    runtime = ConnectorRuntime(CrmConnector(config), instance=instance, settings=settings)
+    running = asyncio.create_task(runtime.run())
+    desk = SalesDesk(sandbox.instance_url, sandbox.ca_file)
+    crm = OpportunityClient(sandbox.instance_url, sandbox.session_id, ca_file=sandbox.ca_file)
+    try:
+        await poll_until(lambda: runtime.leader.is_set(), 60, "the source lease")
+        yield runtime, desk, crm
+    finally:
+        try:
+            runtime.stop()
+            await running
+        finally:
+            desk.close()
+            crm.close()
+            salesforce.down(folder / "crm")
+
+
+def brackets(desk: SalesDesk) -> NewOpportunity:
+    """A new opportunity (not won yet): ACME's brackets, zinc coating."""
+    return desk.new_opportunity("ACME GmbH", "Brackets", contact="Jane Roe", Amount=1200, CurrencyIsoCode="EUR",
+                                Requested_Delivery_Date__c="2026-12-20", Description="coating: zinc 12 um",
+                                lines=[line("MAT-100", 250, unit="pcs")])
+
+
 async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_nothing_echoes(
         hub_settings, start_worker, tmp_path: Path) -> None:
     """On real Kafka with the engine: the win's signed change event creates the order (version 1);
     the hub writes the order number back to the opportunity; that write's own change event and the
     same event delivered three times make no version; a later CRM change becomes version 2."""
     start_worker(hub_settings).wait_ready()
-    port = process.free_port()
-    sandbox = salesforce.up(tmp_path / "crm", process.free_port(), webhook_urls=[f"http://127.0.0.1:{port}/crm/events"],
-                            webhook_secret="s3cret")
-    config = CrmConfig(instance_url=sandbox.instance_url, session_id=sandbox.session_id, ca_file=sandbox.ca_file,
-                       webhook_secret="s3cret", webhook_port=port, poll_interval_s=3600)
-    runtime = ConnectorRuntime(CrmConnector(config), instance="crm-test", settings=hub_settings)
-    running = asyncio.create_task(runtime.run())
-    desk = SalesDesk(sandbox.instance_url, sandbox.ca_file)
-    crm = OpportunityClient(sandbox.instance_url, sandbox.session_id, ca_file=sandbox.ca_file)
-    try:
-        await poll_until(lambda: runtime.leader.is_set(), 60, "the source lease")
-        opp = desk.new_opportunity("ACME GmbH", "Brackets", contact="Jane Roe", Amount=1200, CurrencyIsoCode="EUR",
-                                   Requested_Delivery_Date__c="2026-12-20", Description="coating: zinc 12 um",
-                                   lines=[line("MAT-100", 250, unit="pcs")])
+    async with running_crm(hub_settings, tmp_path, "crm-test") as (runtime, desk, crm):
+        opp = brackets(desk)
         desk.win(opp.opportunity_id, stage="Signed")  # a renamed won stage: IsWon decides
         ref = crm_ref(opp.opportunity_id)
         await poll_until(lambda: runtime.store.snapshot_for(ref) is not None, 90, "the order from the win")
@@ -132,14 +156,6 @@ async def test_a_won_opportunity_becomes_an_order_sales_sees_its_number_and_noth
         desk.change(other.opportunity_id, Customer_PO_Number__c="PO-5")
         await poll_until(lambda: runtime.store.snapshot_for(ref).customer_po_number == "PO-88", 60,
                          "the change made during the gap")
-    finally:
-        try:
-            runtime.stop()
-            await running
-        finally:
-            desk.close()
-            crm.close()
-            salesforce.down(tmp_path / "crm")
 
 
 async def test_the_hubs_edit_of_a_crm_field_stands_when_the_opportunity_is_read_again(
@@ -148,21 +164,9 @@ async def test_the_hubs_edit_of_a_crm_field_stands_when_the_opportunity_is_read_
     status written back to the opportunity moves its SystemModstamp, so the next poll reads it again:
     that read proposes nothing, and the hub's instructions stand (``Connector`` rule 4)."""
     start_worker(hub_settings).wait_ready()
-    port = process.free_port()
-    sandbox = salesforce.up(tmp_path / "crm", process.free_port(), webhook_urls=[f"http://127.0.0.1:{port}/crm/events"],
-                            webhook_secret="s3cret")
-    config = CrmConfig(instance_url=sandbox.instance_url, session_id=sandbox.session_id, ca_file=sandbox.ca_file,
-                       webhook_secret="s3cret", webhook_port=port, poll_interval_s=3600)
-    runtime = ConnectorRuntime(CrmConnector(config), instance="crm-reread", settings=hub_settings)
-    running = asyncio.create_task(runtime.run())
-    desk = SalesDesk(sandbox.instance_url, sandbox.ca_file)
-    crm = OpportunityClient(sandbox.instance_url, sandbox.session_id, ca_file=sandbox.ca_file)
     edited = [{"key": "coating", "text": "zinc 15 um"}]
-    try:
-        await poll_until(lambda: runtime.leader.is_set(), 60, "the source lease")
-        opp = desk.new_opportunity("ACME GmbH", "Brackets", contact="Jane Roe", Amount=1200, CurrencyIsoCode="EUR",
-                                   Requested_Delivery_Date__c="2026-12-20", Description="coating: zinc 12 um",
-                                   lines=[line("MAT-100", 250, unit="pcs")])
+    async with running_crm(hub_settings, tmp_path, "crm-reread") as (runtime, desk, crm):
+        opp = brackets(desk)
         desk.win(opp.opportunity_id)
         ref = crm_ref(opp.opportunity_id)
         await poll_until(lambda: runtime.store.snapshot_for(ref) is not None, 90, "the order from the win")
@@ -188,11 +192,3 @@ async def test_the_hubs_edit_of_a_crm_field_stands_when_the_opportunity_is_read_
         assert runtime.counts["suppressed"] == suppressed + 1 and runtime.counts["proposed"] == proposed
         now = runtime.store.snapshot_for(ref)
         assert now.version == 3 and [i.model_dump() for i in now.instructions] == edited
-    finally:
-        try:
-            runtime.stop()
-            await running
-        finally:
-            desk.close()
-            crm.close()
-            salesforce.down(tmp_path / "crm")

@@ -243,3 +243,22 @@ def test_promtool_unit_tests_every_alert() -> None:
     ran = promtool("test", "rules", str(RULE_TESTS))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert "SUCCESS" in ran.stdout
+
+
+def test_every_dead_letter_is_counted_by_its_stage_where_it_is_made() -> None:
+    from hub.streams.core import Inbound, dead_letter, error_headers
+    from hub.topics import TopicNames
+
+    registry = CollectorRegistry()
+    registry.register(metrics.DEAD_LETTERS)
+    try:
+        def counted(stage: str) -> float:
+            return registry.get_sample_value("orderhub_dead_letters_total", {"stage": stage}) or 0.0
+        before = counted("project"), counted("connector:sink")
+        dead_letter(TopicNames.of(Settings()), Inbound("t", 0, 7, 0, b"k", b"v"), "project:order_change",
+                    ValueError("no"))
+        error_headers("connector:erp-1:sink:on_release", ValueError("no"))  # how a connector's is made
+        after = counted("project"), counted("connector:sink")
+    finally:
+        registry.unregister(metrics.DEAD_LETTERS)
+    assert after == (before[0] + 1, before[1] + 1)

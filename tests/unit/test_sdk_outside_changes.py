@@ -9,7 +9,7 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
-from hub.domain.decide import decide
+from hub.domain.decide import Decision, decide
 from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef
 from hub.sdk import Connector, ConnectorRuntime, OutsideChange
 from hub.sdk.contract import AT, state_of
@@ -43,13 +43,19 @@ def runtime_of(settings: Settings, instance: str) -> ConnectorRuntime:
     return ConnectorRuntime(Edi(Edi.Config()), instance=instance, settings=settings)
 
 
+async def created_through(runtime: ConnectorRuntime, settings: Settings) -> tuple[ChangeProposal, Decision]:
+    """The document's first read, proposed by ``runtime``, and the hub's decision on it (order O-1)."""
+    await runtime.emit([read(1)])
+    (creation,) = proposals(runtime)
+    return creation, decide(None, creation, order_id="O-1", rules=settings.rules(), at=AT,
+                            next_order_number=lambda: "ORD-2026-00-000001")
+
+
 async def test_reading_an_object_again_proposes_only_what_changed_outside(tmp_path: Path) -> None:
     settings = Settings(state_dir=tmp_path)
     rules = settings.rules()
     runtime = runtime_of(settings, "edi-1")
-    await runtime.emit([read(1)])
-    (creation,) = proposals(runtime)
-    created = decide(None, creation, order_id="O-1", rules=rules, at=AT, next_order_number=lambda: "ORD-2026-00-000001")
+    creation, created = await created_through(runtime, settings)
     runtime.store.remember([created.snapshot], {})
     runtime.store.answered([(creation.event_id, 1)])
     runtime.store.sent(10**9)
@@ -86,11 +92,7 @@ async def test_an_instance_that_never_read_the_object_proposes_what_differs_from
     """The limit: another instance (a failover, a new store) has not read the object yet, so it cannot
     tell an outside change from a hub edit; it proposes every value that differs from the hub's."""
     settings = Settings(state_dir=tmp_path)
-    rules = settings.rules()
-    first = runtime_of(settings, "edi-1")
-    await first.emit([read(1)])
-    (creation,) = proposals(first)
-    created = decide(None, creation, order_id="O-1", rules=rules, at=AT, next_order_number=lambda: "ORD-2026-00-000001")
+    _, created = await created_through(runtime_of(settings, "edi-1"), settings)
     fresh = runtime_of(settings, "edi-2")
     moved = created.snapshot.model_copy(update={"version": 2, "requested_delivery": dt.date(2026, 12, 22)})
     fresh.store.remember([moved], {})
