@@ -39,12 +39,12 @@ from hub import correlation
 from hub.client import HubClient
 from hub.domain.fields import canonical_json, field_values, kind_of
 from hub.errors import BrokerUnavailable, DeadLetterError, FatalError, RetriableError, UndecodableRecord, UnmappableRecord
-from hub.events import (ChangeProposal, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
+from hub.events import (ChangeProposal, ExternalRef, FieldChange, OrderChange, OrderRef, OrderRelease, OrderSnapshot,
                         ProposalAnswer, ProposalIntent, ProposalOutcome)
 from hub.logs import bound
 from hub.observability.metrics import ConnectorHealth
 from hub.sdk.connector import Connector, Context, OutsideChange, Unmappable
-from hub.sdk.store import ConnectorStore, Pending
+from hub.sdk.store import ConnectorStore, Known, Pending
 from hub.settings import Settings
 from hub.streams.core import error_headers
 from hub.topics import topic_partitions
@@ -181,13 +181,16 @@ class ConnectorRuntime:
             proposed: list[tuple[str, str]] = []
             # what the outside system said of each object before these changes, then what it says now
             said = self.store.seen(c.ref.key for c in changes if isinstance(c, OutsideChange))
+            # the hub's last word on the orders the changes touch, and this instance's proposals for them
+            known = self.store.known([c.order_id for c in changes if isinstance(c, OutsideChange) and c.order_id],
+                                     [c.ref.key for c in changes if isinstance(c, OutsideChange)])
             for change in changes:
                 if isinstance(change, Unmappable):
                     stored.append(self._dead_letter(change, stage))
                     continue
                 last, now = said.get(change.ref.key), _canonical(change.values)
                 said[change.ref.key] = {**(last or {}), **now}
-                if (record := self._record(change, correlation_id, last, now)) is not None:
+                if (record := self._record(change, known, correlation_id, last, now)) is not None:
                     stored.append(record)
                     proposed.append((change.ref.key, change.event_id))
             if cursor is not None:  # published after the proposals before it: a successor resumes there
@@ -199,12 +202,13 @@ class ConnectorRuntime:
         self._stored.set()
         return added
 
-    def _record(self, change: OutsideChange, flow: str | None, last: dict[str, str] | None,
+    def _record(self, change: OutsideChange, hub: Known, flow: str | None, last: dict[str, str] | None,
                 now: dict[str, str]) -> Pending | None:
-        """The proposal for one change (None when nothing is left to propose). ``last``: what the
-        outside system said of the object before (``ConnectorStore.seen``); ``now``: the change's
-        values as canonical JSON (``_canonical``)."""
-        known = (self.store.snapshot(change.order_id) if change.order_id else None) or self.store.snapshot_for(change.ref)
+        """The proposal for one change (None when nothing is left to propose). ``hub``: what the store
+        knows of the batch's orders (``ConnectorStore.known``); ``last``: what the outside system said
+        of the object before (``ConnectorStore.seen``); ``now``: the change's values as canonical JSON
+        (``_canonical``)."""
+        known = hub.order(change.order_id, change.ref.key)  # the hub's snapshot, JSON form
         values = dict(change.values)
         refs = list(change.refs)
         if known is not None and last is not None:
@@ -213,10 +217,10 @@ class ConnectorRuntime:
             values = {path: value for path, value in values.items() if last.get(path) != now[path]}
         # an echo is dropped only when the hub's snapshot has caught up with this instance's own last
         # proposal for the object; before that the hub decides (UNCHANGED when it is one)
-        if known is not None and self.store.settled(change.ref.key, known.version):
-            current = field_values(known.model_dump(mode="json"), only=values)  # the paths it touches
+        if known is not None and hub.settled(change.ref.key, known["version"]):
+            current = field_values(known, only=values)  # the paths it touches
             values = {path: value for path, value in values.items() if not _same(path, now[path], current)}
-            known_refs = {r.key for r in known.external_refs}
+            known_refs = {ExternalRef.model_validate(r).key for r in known["external_refs"]}
             refs = [r for r in refs if r.key not in known_refs]
         if known is not None and not values and not refs:
             self.counts["suppressed"] += 1
@@ -224,15 +228,15 @@ class ConnectorRuntime:
             return None
         proposal = ChangeProposal(
             event_id=change.event_id,
-            order_ref=OrderRef(order_id=known.order_id if known else change.order_id, external=change.ref),
+            order_ref=OrderRef(order_id=known["order_id"] if known else change.order_id, external=change.ref),
             intent=ProposalIntent.CREATE if change.create and known is None else ProposalIntent.UPDATE,
-            base_version=known.version if known else 0, source_system=self.connector.system,
+            base_version=known["version"] if known else 0, source_system=self.connector.system,
             actor=change.actor, occurred_at=change.occurred_at,
             changes=[FieldChange(field=path, value=now[path]) for path in values],
             external_refs=refs, comment=change.comment)
         self.counts["proposed"] += 1
         self.health.proposals.inc()
-        flow = (self.store.correlation_id(known.order_id) if known else None) or flow  # hub.correlation rule 3
+        flow = (hub.correlation_id(known["order_id"]) if known else None) or flow  # hub.correlation rule 3
         return Pending(0, proposal.event_id, self.topics.proposal_role(proposal.order_ref.order_id),
                        proposal.order_ref.key or "", self.codec.encode(
             "change_proposal", proposal.to_avro()), correlation.header(flow))

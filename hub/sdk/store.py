@@ -199,26 +199,23 @@ class ConnectorStore:
     def settled(self, ref: str, known_version: int) -> bool:
         """Whether the hub's snapshot at ``known_version`` already reflects the last proposal this
         instance made for the outside object ``ref`` (true when it made none)."""
-        with self._lock:
-            row = self._db.execute("SELECT p.event_id, a.event_id, a.version FROM proposed p LEFT JOIN answered a "
-                                   "ON a.event_id = p.event_id WHERE p.ref = ?", (ref,)).fetchone()
-        if row is None:
-            return True
-        _, answered, version = row
-        return answered is not None and (version is None or known_version >= version)
+        return self.known(refs=[ref]).settled(ref, known_version)
 
     def seen(self, refs: Iterable[str]) -> dict[str, dict[str, str]]:
         """What the outside system said last of each object in ``refs`` (path -> canonical JSON), by
         ref; an object this instance never read is missing."""
-        wanted = list(dict.fromkeys(refs))
-        found: dict[str, dict[str, str]] = {}
         with self._lock:
-            for at in range(0, len(wanted), 500):  # SQLite's limit on parameters, with room to spare
-                chunk = wanted[at:at + 500]
-                rows = self._db.execute(f"SELECT ref, fields FROM seen WHERE ref IN ({', '.join('?' * len(chunk))})",
-                                        chunk).fetchall()
-                found.update((ref, orjson.loads(fields)) for ref, fields in rows)
-        return found
+            rows = self._rows_in("SELECT ref, fields FROM seen WHERE ref IN ({})", refs)
+        return {ref: orjson.loads(fields) for ref, fields in rows}
+
+    def _rows_in(self, query: str, values: Iterable[Any]) -> list[tuple[Any, ...]]:
+        """Every row of ``query`` (``IN ({})`` in it) for the distinct ``values``, asked in chunks within
+        SQLite's limit on parameters; the caller holds the lock."""
+        wanted, rows = list(dict.fromkeys(values)), []
+        for at in range(0, len(wanted), 500):
+            chunk = wanted[at:at + 500]
+            rows += self._db.execute(query.format(", ".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     def cursor(self) -> dict[str, Any]:
         """The source's cursor after the last stored poll ({} before the first)."""
@@ -265,18 +262,74 @@ class ConnectorStore:
 
     def snapshot(self, order_id: str) -> OrderSnapshot | None:
         """The latest snapshot of an order, or None."""
-        with self._lock:
-            row = self._db.execute("SELECT snapshot FROM known WHERE order_id = ?", (order_id,)).fetchone()
-        return OrderSnapshot.model_validate_json(row[0]) if row else None
+        return self.known(order_ids=[order_id]).snapshot(order_id)
 
     def correlation_id(self, order_id: str) -> str | None:
         """The correlation id of the order's flow (``hub.correlation``), when its snapshot carried one."""
-        with self._lock:
-            row = self._db.execute("SELECT correlation_id FROM known WHERE order_id = ?", (order_id,)).fetchone()
-        return row[0] if row else None
+        return self.known(order_ids=[order_id]).correlation_id(order_id)
 
     def snapshot_for(self, ref: ExternalRef) -> OrderSnapshot | None:
         """The latest snapshot of the order an outside reference belongs to, or None."""
+        return self.known(refs=[ref.key]).snapshot(None, ref.key)
+
+    def known(self, order_ids: Iterable[str] = (), refs: Iterable[str] = ()) -> "Known":
+        """What the store knows of these orders and outside objects (``ExternalRef.key``), read in three
+        queries however many there are: what ``emit`` asks once per batch of changes."""
+        refs = list(refs)
         with self._lock:
-            row = self._db.execute("SELECT order_id FROM known_refs WHERE ref = ?", (ref.key,)).fetchone()
-        return self.snapshot(row[0]) if row else None
+            by_id = self._rows_in("SELECT order_id, snapshot, correlation_id FROM known WHERE order_id IN ({})",
+                                  order_ids)
+            by_ref = self._rows_in("SELECT r.ref, k.order_id, k.snapshot, k.correlation_id FROM known_refs r "
+                                   "JOIN known k ON k.order_id = r.order_id WHERE r.ref IN ({})", refs)
+            proposed = self._rows_in("SELECT p.ref, a.event_id IS NOT NULL, a.version FROM proposed p "
+                                     "LEFT JOIN answered a ON a.event_id = p.event_id WHERE p.ref IN ({})", refs)
+        orders = {order_id: (snapshot, flow) for order_id, snapshot, flow in by_id}
+        orders.update((order_id, (snapshot, flow)) for _, order_id, snapshot, flow in by_ref)
+        return Known(orders, {ref: order_id for ref, order_id, _, _ in by_ref},
+                     {ref: (bool(answered), version) for ref, answered, version in proposed})
+
+
+class Known:
+    """The hub's latest word on some orders, and this instance's last proposal per outside object,
+    as ``ConnectorStore.known`` read them: each snapshot parsed when first asked for."""
+
+    def __init__(self, orders: dict[str, tuple[str, str | None]], ref_orders: dict[str, str],
+                 proposed: dict[str, tuple[bool, int | None]]) -> None:
+        #: By order id: the snapshot's JSON and the flow's correlation id.
+        self._orders = orders
+        #: Order id by outside reference (``ExternalRef.key``).
+        self._ref_orders = ref_orders
+        #: By outside reference: whether the hub answered the last proposal, and the version it named.
+        self._proposed = proposed
+        self._json: dict[str, dict[str, Any]] = {}
+
+    def order(self, order_id: str | None, ref: str | None = None) -> dict[str, Any] | None:
+        """The latest snapshot of the order ``order_id`` names, else of the one ``ref`` belongs to, in
+        its JSON form (what ``OrderSnapshot.model_dump(mode="json")`` gives), parsed once per order:
+        what ``emit`` compares changes with, without building the model."""
+        if order_id not in self._orders:
+            order_id = self._ref_orders.get(ref) if ref is not None else None
+            if order_id is None:
+                return None
+        parsed = self._json.get(order_id)
+        if parsed is None:
+            parsed = self._json[order_id] = orjson.loads(self._orders[order_id][0])
+        return parsed
+
+    def snapshot(self, order_id: str | None, ref: str | None = None) -> OrderSnapshot | None:
+        """``order`` as the model."""
+        found = self.order(order_id, ref)
+        return None if found is None else OrderSnapshot.model_validate(found)
+
+    def correlation_id(self, order_id: str) -> str | None:
+        """The order's correlation id, when its snapshot carried one."""
+        known = self._orders.get(order_id)
+        return known[1] if known else None
+
+    def settled(self, ref: str, known_version: int) -> bool:
+        """Whether the hub's snapshot at ``known_version`` already reflects the last proposal this
+        instance made for the outside object ``ref`` (true when it made none)."""
+        if ref not in self._proposed:
+            return True
+        answered, version = self._proposed[ref]
+        return answered and (version is None or known_version >= version)

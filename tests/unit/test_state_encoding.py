@@ -15,6 +15,7 @@ import importlib.util
 import io
 import json
 import sys
+from pathlib import Path
 from types import ModuleType
 
 import fastavro
@@ -27,6 +28,7 @@ from hub.domain.order import (
     KIND_CODES, SEEN_LIMIT, DecidedIds, FieldState, OrderState, StoredFields, event_digest, value_text,
 )
 from hub.events import ChangeProposal, ExternalRef
+from hub.sdk.store import ConnectorStore
 from hub.serde.store import SchemaStore
 from hub.serde.wire import AvroCodec
 from hub.settings import PROJECT_DIR
@@ -273,3 +275,27 @@ def test_the_snapshot_record_reads_a_state_from_the_table_form_alike() -> None:
     for state in snapshot_states():
         again = OrderState.from_dict(orjson.loads(orjson.dumps(state.to_dict())))
         assert CODEC.encode("order_snapshot", again.snapshot_record(), quantised=True) == model_bytes(state)
+
+
+def test_the_connector_store_reads_snapshots_back_as_the_model_dumps_them(tmp_path: Path) -> None:
+    """What a connector's store keeps of the hub's snapshots reads back, for varied snapshots, as the
+    model's own JSON dump (which ``emit`` compares outside values with, without building the model),
+    and as the model, by order id and by every external reference, in one ``known`` read."""
+    store = ConnectorStore(tmp_path / "store.db")
+    try:
+        snapshots = [snap.model_copy(update={"order_id": f"O-{i}", "external_refs": [
+            ref.model_copy(update={"external_id": f"{ref.external_id}-{i}"}) for ref in snap.external_refs]})
+            for i, snap in enumerate(state.to_snapshot() for state in snapshot_states())]
+        store.remember(snapshots, {})
+        refs = [ref.key for snap in snapshots for ref in snap.external_refs]
+        known = store.known([snap.order_id for snap in snapshots] + ["nobody"], refs + ["CRM/Opportunity/none"])
+        for snap in snapshots:
+            assert known.order(snap.order_id) == snap.model_dump(mode="json")
+            assert known.snapshot(snap.order_id) == snap == store.snapshot(snap.order_id)
+            for ref in snap.external_refs:
+                assert known.order(None, ref.key) is known.order(snap.order_id)  # parsed once per order
+                assert store.snapshot_for(ref) == snap
+        assert known.order("nobody") is None and known.order(None, "CRM/Opportunity/none") is None
+        assert len(refs) >= 3
+    finally:
+        store.close()
