@@ -28,6 +28,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
@@ -58,6 +59,8 @@ BACKOFF = wait_exponential(multiplier=0.5, max=30)
 TRANSIENT = (RetriableError, OSError, TimeoutError)
 #: Answers to this instance's proposals that its log names (the rest took effect or changed nothing).
 _REFUSED = (ProposalOutcome.REJECTED, ProposalOutcome.PARKED, ProposalOutcome.KEPT, ProposalOutcome.UNKNOWN)
+#: How often, at most, the drain counts the outbox for its gauges while records wait.
+OUTBOX_MEASURE_S = 1.0
 #: How long a stopping instance waits for the sink batch in hand.
 STOP_WAIT_S = 30.0
 
@@ -104,6 +107,7 @@ class ConnectorRuntime:
         self._stopping = asyncio.Event()
         self._stored = asyncio.Event()  # new records in the outbox
         self._online = False
+        self._outbox_measured = float("-inf")  # when the outbox gauges were last counted (monotonic)
         self.health = ConnectorHealth(instance, connector.system)
         #: Counters for people and tests: proposals stored, echoes suppressed, dead letters, sent, held.
         self.counts = {"proposed": 0, "suppressed": 0, "dead_letters": 0, "sent": 0, "held": 0}
@@ -257,7 +261,7 @@ class ConnectorRuntime:
         while True:
             self._stored.clear()  # before reading: a record stored meanwhile sets it again
             pending = await asyncio.to_thread(self.store.pending)
-            self.health.outbox(*await asyncio.to_thread(lambda: (self.store.waiting(), self.store.oldest_age_s())))
+            await self._measure_outbox(empty=not pending)
             if not pending:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stored.wait(), 1.0)
@@ -273,6 +277,16 @@ class ConnectorRuntime:
             if cursors and done == len(records):
                 if await self._send(cursors[-1:]) == 1:
                     await asyncio.to_thread(self.store.sent_seqs, [c.seq for c in cursors[:-1]])
+
+    async def _measure_outbox(self, empty: bool) -> None:
+        """The outbox's gauges: nothing waits when the drain found nothing; else counted at most once
+        per OUTBOX_MEASURE_S, since a count reads the whole table and the drain reads a batch at a time."""
+        now = time.monotonic()
+        if empty:
+            self.health.outbox(0, 0.0)
+        elif now >= self._outbox_measured + OUTBOX_MEASURE_S:
+            self.health.outbox(*await asyncio.to_thread(lambda: (self.store.waiting(), self.store.oldest_age_s())))
+            self._outbox_measured = now
 
     async def _send(self, records: list[Pending]) -> int:
         """Send records; forget those Kafka took (one transaction), hold those it refuses for good; how

@@ -139,7 +139,8 @@ class ConnectorStore:
         with self._lock:
             rows = self._db.execute("SELECT seq, event_id, role, key, value, headers FROM outbox ORDER BY seq LIMIT ?",
                                     (limit,)).fetchall()
-        return [Pending(seq, event_id, role, key, value, tuple((k, v.encode("latin-1")) for k, v in json.loads(headers)))
+        return [Pending(seq, event_id, role, key, value,
+                        () if headers == "[]" else tuple((k, v.encode("latin-1")) for k, v in orjson.loads(headers)))
                 for seq, event_id, role, key, value, headers in rows]
 
     def sent(self, upto_seq: int) -> None:

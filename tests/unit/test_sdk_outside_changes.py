@@ -4,6 +4,7 @@ hub's own edit of a field the outside system never takes back is not undone by t
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from decimal import Decimal
@@ -100,3 +101,28 @@ async def test_an_instance_that_never_read_the_object_proposes_what_differs_from
     (proposal,) = proposals(fresh)
     assert [c.field for c in proposal.changes] == ["requested_delivery"]
     assert state_of(moved).version == 2
+
+
+async def test_while_kafka_is_away_the_outbox_gauges_say_what_waits(tmp_path: Path) -> None:
+    """The drain counts the outbox for its gauges (at most once a second) even when it cannot send."""
+    from prometheus_client import CollectorRegistry
+
+    from hub.observability import metrics
+
+    registry = CollectorRegistry()
+    metrics.register("connectors", registry)
+    settings = Settings(state_dir=tmp_path, bootstrap_servers="127.0.0.1:1")  # nothing listens there
+    runtime = runtime_of(settings, "edi-offline")
+    await runtime.emit([read(1), read(2, **{"lines.10.quantity": "7"})])
+    running = asyncio.create_task(runtime.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while registry.get_sample_value("orderhub_connector_outbox_depth", {"connector": "edi-offline"}) != 2:
+            assert asyncio.get_running_loop().time() < deadline, "the outbox depth never said 2"
+            assert not running.done(), running
+            await asyncio.sleep(0.05)
+        assert registry.get_sample_value("orderhub_connector_outbox_oldest_age_seconds",
+                                         {"connector": "edi-offline"}) >= 0
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(running, 30)
