@@ -292,8 +292,6 @@ def _run_connectors(path: Any, only: str | None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: [r.stop() for r in runtimes])
-        for i in instances:
-            print(f"connector {i.name} ({i.connector.kind}, system {i.connector.system}) running")
         await asyncio.gather(*(r.run() for r in runtimes))
     asyncio.run(run())
     return 0

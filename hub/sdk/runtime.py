@@ -59,6 +59,8 @@ BACKOFF = wait_exponential(multiplier=0.5, max=30)
 TRANSIENT = (RetriableError, OSError, TimeoutError)
 #: Answers to this instance's proposals that its log names (the rest took effect or changed nothing).
 _REFUSED = (ProposalOutcome.REJECTED, ProposalOutcome.PARKED, ProposalOutcome.KEPT, ProposalOutcome.UNKNOWN)
+#: What an instance logs once its connector has started, followed by ``: <instance> (<kind>, system <system>)``.
+READY = "orderhub connector running"
 #: How often, at most, the drain counts the outbox for its gauges while records wait.
 OUTBOX_MEASURE_S = 1.0
 #: How long a stopping instance waits for the sink batch in hand.
@@ -131,6 +133,7 @@ class ConnectorRuntime:
                 self.stop()
         try:
             await self.connector.start()
+            log.info("%s: %s (%s, system %s)", READY, self.instance, self.connector.kind, self.connector.system)
             for name, work in (("drain", self._drain), ("known", self._known), ("source", self._source),
                                ("sink", self._sink)):
                 tasks.append(asyncio.create_task(self._forever(work, name), name=f"{self.instance}:{name}"))

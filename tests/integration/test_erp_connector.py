@@ -24,6 +24,7 @@ from hub.client import HubClient
 from hub.readmodel import ReadModel
 from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef, OrderSnapshot
 from hub.sdk import ConnectorRuntime
+from hub.sdk.runtime import READY
 from hub.sdk.contract import ConnectorContract, sample_order
 from localdev import process
 from localdev.sandboxes import sap
@@ -149,7 +150,7 @@ async def test_two_instances_share_the_sink_and_one_killed_mid_hook_loses_nothin
         "service_url": erp_url, "user": sap.USER, "password": sap.PASSWORD, "poll_interval_s": 0.5}}]}))
     instances = [WorkerProcess(hub_settings.model_copy(update={"state_dir": tmp_path / name}), tmp_path / f"{name}.log",
                                command=("connectors", "run", "--file", str(declared)),
-                               ready_mark="connector erp-shared (erp, system ERP) running")
+                               ready_mark=f"{READY}: erp-shared")
                  for name in ("erp-a", "erp-b")]
     orders: list[str] = []
 
