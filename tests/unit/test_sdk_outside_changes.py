@@ -15,6 +15,7 @@ from hub.events import Actor, ChangeProposal, ExternalRef, FieldChange, OrderRef
 from hub.sdk import Connector, ConnectorRuntime, OutsideChange
 from hub.sdk.contract import AT
 from hub.settings import Settings
+from tests.integration.kafka_helpers import eventually
 
 REF = ExternalRef(system="EDI", object_type="EdiOrder", external_id="K-1")
 PICTURE = {"customer.id": "C-100", "requested_delivery": "2026-12-20",
@@ -117,11 +118,10 @@ async def test_while_kafka_is_away_the_outbox_gauges_say_what_waits(tmp_path: Pa
     await runtime.emit([read(1), read(2, **{"lines.10.quantity": "7"})])
     running = asyncio.create_task(runtime.run())
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while registry.get_sample_value("orderhub_connector_outbox_depth", {"connector": "edi-offline"}) != 2:
-            assert asyncio.get_running_loop().time() < deadline, "the outbox depth never said 2"
+        async def two_waiting() -> bool:
             assert not running.done(), running
-            await asyncio.sleep(0.05)
+            return registry.get_sample_value("orderhub_connector_outbox_depth", {"connector": "edi-offline"}) == 2
+        await eventually(two_waiting, 30, "the outbox depth saying 2")
         assert registry.get_sample_value("orderhub_connector_outbox_oldest_age_seconds",
                                          {"connector": "edi-offline"}) >= 0
     finally:
