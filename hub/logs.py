@@ -8,10 +8,11 @@ the standard ``logging`` module; structlog's formatter renders those records and
 2. Otherwise a readable line: ``[2026-12-03 13:07:56,080] [pid] [LEVEL] logger: message`` (local
    time, millisecond stamps, as the bench reads them) followed by the bound fields as ``key=value``.
 3. Fields bound with ``bound(...)`` are on every line logged inside it (in the same task or
-   thread; one context variable holding them all, so binding costs the engine's hot path next to
-   nothing and the fields are only formatted when a line is written): the engine binds ``order_id``, ``order_number``, ``event_id`` and ``correlation_id`` while it
-   decides a proposal; a connector's sink and the notifier bind ``order_id``, ``order_number`` and
-   ``correlation_id`` (and the connector, or the notification's id) while they handle one record.
+   thread; one context variable holds them all, so binding costs the engine's hot path next to
+   nothing and the fields are only formatted when a line is written): the engine binds
+   ``order_id``, ``order_number``, ``event_id`` and ``correlation_id`` while it decides a proposal;
+   a connector's sink and the notifier bind ``order_id``, ``order_number`` and ``correlation_id``
+   (and the connector, or the notification's id) while they handle one record.
 4. A field whose name says it is a secret (password, secret, token, session id, authorization) is
    logged as ``***``; settings' secrets are ``SecretStr`` and print masked anyway.
 """

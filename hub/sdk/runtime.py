@@ -187,10 +187,10 @@ class ConnectorRuntime:
             stored: list[Pending] = []
             proposed: list[tuple[str, str]] = []
             # what the outside system said of each object before these changes, then what it says now
-            said = self.store.seen(c.ref.key for c in changes if isinstance(c, OutsideChange))
+            outside = [c for c in changes if isinstance(c, OutsideChange)]
+            said = self.store.seen(c.ref.key for c in outside)
             # the hub's last word on the orders the changes touch, and this instance's proposals for them
-            known = self.store.known([c.order_id for c in changes if isinstance(c, OutsideChange) and c.order_id],
-                                     [c.ref.key for c in changes if isinstance(c, OutsideChange)])
+            known = self.store.known([c.order_id for c in outside if c.order_id], [c.ref.key for c in outside])
             for change in changes:
                 if isinstance(change, Unmappable):
                     stored.append(self._dead_letter(change, stage))
