@@ -5,9 +5,10 @@ which it last changed and who wrote it (that is what conflict detection needs), 
 history so a conflict can show the value at the writer's base version, and the ids of the
 proposals already decided (the dedup evidence, which must live in the state itself).
 
-The engine reads and writes the whole state once per proposal (``to_dict``/``from_dict``), so
-its table form is compact: field values as JSON values rather than JSON text inside JSON,
-each writer (system, actor) once, and decided proposal ids as short digests in one string.
+The engine reads and writes the whole state once per proposal (``to_table``/``from_table``), so
+its table form is compact: MessagePack, field values as JSON values rather than JSON text,
+field paths as small numbers, each writer (system, actor) once, and decided proposal ids as
+short digests in one byte string.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import struct
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import orjson
+import ormsgpack
 
 from hub.domain.fields import STATUS_PATH, as_is, kind_of, line_of, load_json
 from hub.events import ExternalRef, OrderSnapshot
@@ -38,6 +41,20 @@ KIND_CODES = {"created": "c", "applied": "a", "merged": "m", "resolved": "r", "p
 #: The code of an id remembered without its kind (states written before answers existed).
 NO_KIND = "?"
 _KINDS = {code: kind for kind, code in KIND_CODES.items()}
+#: Field paths by the number the table value stores them under (``OrderState.to_dict``): a header
+#: field by its position here, a line's field by 100 x its line number + its position in
+#: TABLE_LINE_PATHS. Stored: never reorder or remove, only append (each below 100 long). A path
+#: not listed (an approval level's) is stored as it is.
+TABLE_PATHS = (
+    "customer.id", "customer.name", "contact", "sales_owner", "customer_po_number", "currency",
+    "amounts.net", "amounts.tax", "amounts.gross", "amounts.crm_expected", "requested_delivery",
+    "promised_delivery", "planned_start", "planned_end", "actual_start", "actual_end", "priority",
+    "terms", "plant", "credit_status", "instructions", "status", "on_hold", "hold_reasons", "deleted",
+)
+TABLE_LINE_PATHS = (
+    "material.id", "material.revision", "quantity", "unit", "raw_unit", "unit_price", "confirmed_date",
+    "confirmed_quantity", "good_quantity", "scrap_quantity",
+)
 #: Marks the form of a FieldState's value (text or parsed) not made yet.
 _UNSET: Any = object()
 
@@ -55,13 +72,13 @@ def value_text(value: Any) -> str | None:
 
 
 @lru_cache(maxsize=1024)  # a decision looks its proposal's id up, then remembers it
-def event_digest(event_id: str) -> str:
-    """What an event id is remembered by: DIGEST_BYTES of its BLAKE2b hash, base64 (16 characters)."""
-    digest = hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
-    return base64.b64encode(digest).decode()
+def event_digest(event_id: str) -> bytes:
+    """What an event id is remembered by: its BLAKE2b hash, DIGEST_BYTES long."""
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=DIGEST_BYTES).digest()
 
 
-_DIGEST_CHARS = len(event_digest(""))
+#: One DecidedIds entry: the id's digest, its kind's code, the version it made (0: none).
+_ENTRY = struct.Struct(f">{DIGEST_BYTES}scI")
 
 
 @dataclass(frozen=True)
@@ -79,11 +96,11 @@ class DecidedIds:
     """The proposal ids an order has decided, oldest first, and how each was decided: the dedup evidence.
 
     Up to SEEN_LIMIT of them, read and written with the state for every proposal while a lookup
-    needs one, so they are kept as one string, stored as it is: loading a state makes no object
-    per id, a lookup is one substring search, remembering one more id one concatenation. Each
-    entry is a space, then the id's ``event_digest`` (16 characters of base64, never a space),
-    one character for the decision's kind (``KIND_CODES``; ``?``: not recorded), and the version
-    it made, in decimal, when it made one: ``" 4tvB2W0+H5xmqF9Qa12"`` (applied, made version 12).
+    needs one, so they are kept as one byte string, stored as it is: loading a state makes no
+    object per id, a lookup is one search, remembering one more id one concatenation. Each entry
+    is 17 bytes (``_ENTRY``): the id's ``event_digest`` (12 bytes), one ASCII byte for the
+    decision's kind (``KIND_CODES``; ``?``: not recorded), and the version it made as a 32-bit
+    big-endian number, 0 when it made none.
 
     A digest stands for its id, so two ids with the same digest are one: the later one would be
     answered DUPLICATE. With 96-bit digests and at most SEEN_LIMIT (2,000) remembered per order,
@@ -91,39 +108,83 @@ class DecidedIds:
     proposal: below 3e-11 over 10**15 proposals.
     """
 
-    entries: str = ""
+    entries: bytes = b""
+
+    def _find(self, event_id: str) -> int:
+        """Where ``event_id``'s entry starts, -1 when it is not there."""
+        digest, entries = event_digest(event_id), self.entries
+        found = entries.find(digest)
+        while found > 0 and found % _ENTRY.size:  # the digest's bytes across two entries: look on
+            found = entries.find(digest, found + 1)
+        return found
 
     def get(self, event_id: str) -> Decided | None:
         """How ``event_id`` was decided, or None when it was not (or is forgotten)."""
-        found = self.entries.find(" " + event_digest(event_id))
+        found = self._find(event_id)
         if found < 0:
             return None
-        start = found + 1 + _DIGEST_CHARS
-        end = self.entries.find(" ", start)
-        entry = self.entries[start:] if end < 0 else self.entries[start:end]
-        return Decided(_KINDS.get(entry[0]), int(entry[1:]) if len(entry) > 1 else None)
+        _, code, made = _ENTRY.unpack_from(self.entries, found)
+        return Decided(_KINDS.get(code.decode()), made or None)
 
     def __contains__(self, event_id: object) -> bool:
-        return isinstance(event_id, str) and " " + event_digest(event_id) in self.entries
+        return isinstance(event_id, str) and self._find(event_id) >= 0
 
     def __len__(self) -> int:
-        return self.entries.count(" ")
+        return len(self.entries) // _ENTRY.size
 
     def remember(self, event_id: str, kind: str | None, made_version: int | None = None) -> "DecidedIds":
         """These ids and ``event_id`` (the oldest forgotten past SEEN_LIMIT)."""
-        code = NO_KIND if kind is None else KIND_CODES[kind]
-        entries = f"{self.entries} {event_digest(event_id)}{code}{'' if made_version is None else made_version}"
-        start = 0
-        for _ in range(entries.count(" ") - SEEN_LIMIT):
-            start = entries.index(" ", start + 1)
-        return DecidedIds(entries[start:])
+        return DecidedIds((self.entries + _entry(event_id, kind, made_version))[-SEEN_LIMIT * _ENTRY.size:])
 
     @classmethod
     def of(cls, decided: Iterable[tuple[str, str | None, int | None]]) -> "DecidedIds":
         """(event id, kind, made version) triples, oldest first, as DecidedIds (the last SEEN_LIMIT)."""
-        entries = [f" {event_digest(event_id)}{NO_KIND if kind is None else KIND_CODES[kind]}"
-                   f"{'' if made is None else made}" for event_id, kind, made in decided]
-        return cls("".join(entries[-SEEN_LIMIT:]))
+        return cls(b"".join(_entry(*triple) for triple in decided)[-SEEN_LIMIT * _ENTRY.size:])
+
+    @classmethod
+    def from_text(cls, text: str) -> "DecidedIds":
+        """The same ids from the text form table values held before (``OrderState.from_dict``):
+        each entry a space, the digest in base64 (16 characters), the kind's code, the made version
+        in decimal when there is one (``" 4tvB2W0+H5xmqF9Qa12"``)."""
+        return cls(b"".join(_ENTRY.pack(base64.b64decode(entry[:16]), entry[16].encode(), int(entry[17:] or 0))
+                            for entry in text.split(" ")[1:]))
+
+
+def _entry(event_id: str, kind: str | None, made_version: int | None) -> bytes:
+    return _ENTRY.pack(event_digest(event_id), (NO_KIND if kind is None else KIND_CODES[kind]).encode(),
+                       made_version or 0)
+
+
+class _TableKeys(dict[str, "int | str"]):
+    """Field path -> the key the table value stores it under (``TABLE_PATHS``), learnt as met."""
+
+    def __missing__(self, path: str) -> int | str:
+        line, key = line_of(path), path
+        if line is not None and (field_path := path.split(".", 2)[2]) in TABLE_LINE_PATHS:
+            key = line * 100 + TABLE_LINE_PATHS.index(field_path)
+        if len(self) < _KEYS_KEPT:
+            self[path] = key
+        return key
+
+
+class _TablePaths(dict["int | str", str]):
+    """The inverse of ``_TableKeys``: a stored key -> its field path."""
+
+    def __missing__(self, key: int | str) -> str:
+        if type(key) is str:
+            path = key
+        else:
+            line, at = divmod(key, 100)
+            path = f"lines.{line}.{TABLE_LINE_PATHS[at]}"
+        if len(self) < _KEYS_KEPT:
+            self[key] = path
+        return path
+
+
+#: Keys and paths each map remembers (every header path, then the line paths met first).
+_KEYS_KEPT = 100_000
+_TABLE_KEYS = _TableKeys({path: at for at, path in enumerate(TABLE_PATHS)})
+_TABLE_PATHS = _TablePaths({at: path for at, path in enumerate(TABLE_PATHS)})
 
 
 class FieldState:
@@ -281,15 +342,16 @@ class StoredFields(Mapping[str, FieldState]):
         """Every field's path and value as a Python value."""
         return [(path, state[0] if type(state) is list else state.parsed) for path, state in self._fields.items()]
 
-    def table_entries(self, writers: dict[tuple[str, str], int]) -> dict[str, list[Any]]:
-        """Every field's table form, its writer indexed in ``writers`` (grown in order of first use)."""
-        entries, stored_writers = {}, self._writers
+    def table_entries(self, writers: dict[tuple[str, str], int]) -> dict[int | str, list[Any]]:
+        """Every field's table form by its table key, its writer indexed in ``writers`` (grown in
+        order of first use)."""
+        entries, stored_writers, keys = {}, self._writers, _TABLE_KEYS
         for path, state in self._fields.items():
             if type(state) is list:  # as loaded: the same list while its writer keeps its index
                 writer = writers.setdefault(stored_writers[state[2]], len(writers))
-                entries[path] = state if writer == state[2] else [state[0], state[1], writer, *state[3:]]
+                entries[keys[path]] = state if writer == state[2] else [state[0], state[1], writer, *state[3:]]
             else:
-                entries[path] = state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
+                entries[keys[path]] = state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
         return entries
 
 
@@ -342,28 +404,40 @@ class OrderState:
         """Line numbers that have any field set, ascending."""
         return sorted({n for n in map(line_of, self.fields) if n is not None})
 
-    # --- persistence: a compact dict of plain values for the table --------------------
+    # --- persistence: the table value, compact ----------------------------------------
+
+    def to_table(self) -> bytes:
+        """The order's table value: ``to_dict`` in MessagePack, which keeps its integer keys and
+        byte strings (about 1.8 kB after 40 decisions, against 2.7 kB for the same in JSON)."""
+        return ormsgpack.packb(self.to_dict(), option=ormsgpack.OPT_NON_STR_KEYS)
+
+    @classmethod
+    def from_table(cls, value: bytes) -> "OrderState":
+        """The inverse of ``to_table``."""
+        return cls.from_dict(ormsgpack.unpackb(value, option=ormsgpack.OPT_NON_STR_KEYS))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values only (JSON-ready), compact: it is written once per proposal. The dict shares
+        """The table form in plain values, compact: it is written once per proposal. The dict shares
         lists with the state: serialise it, never change it.
 
         ::
 
             {"id": order id, "v": version, "no": order number, "c": created at, "u": updated at,
              "w": [[system, actor], ...],                      every writer once, in order of first use
-             "f": {path: [value, version, writer, version1, value1, ...]},   value as a JSON value,
-                                                               writer an index into "w", then the
-                                                               earlier (version, value) pairs, flat
+             "f": {key: [value, version, writer, version1, value1, ...]},   key the path's number
+                                                               (TABLE_PATHS) or the path, value a
+                                                               JSON value, writer an index into "w",
+                                                               then the earlier (version, value)
+                                                               pairs, flat
              "x": [[system, object type, external id, external number], ...],
-             "d": the DecidedIds string,
+             "d": the DecidedIds bytes,
              "k": the correlation id (only when there is one)}
         """
         writers: dict[tuple[str, str], int] = {}
         if isinstance(self.fields, StoredFields):
             fields = self.fields.table_entries(writers)
         else:
-            fields = {path: state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
+            fields = {_TABLE_KEYS[path]: state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
                       for path, state in self.fields.items()}
         return {
             "id": self.order_id, "v": self.version, "no": self.order_number,
@@ -375,16 +449,20 @@ class OrderState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "OrderState":
-        """The inverse of ``to_dict``; also reads the earlier table form (``_from_first_dict``)."""
+        """The inverse of ``to_dict``. Also reads the table forms written before, as JSON: the same
+        with path keys and the decided ids as text (``DecidedIds.from_text``), and the first one
+        (``_from_first_dict``)."""
         if "d" not in data:
             return cls._from_first_dict(data)
+        paths, decided = _TABLE_PATHS, data["d"]
         return cls(
             order_id=data["id"], version=data["v"], order_number=data["no"],
             created_at=data["c"], updated_at=data["u"],
-            fields=StoredFields(dict(data["f"]), [(system, actor) for system, actor in data["w"]]),
+            fields=StoredFields({paths[key]: entry for key, entry in data["f"].items()},
+                                [(system, actor) for system, actor in data["w"]]),
             external_refs=tuple(ExternalRef(system=s, object_type=t, external_id=i, external_number=n)
                                 for s, t, i, n in data["x"]),
-            decided=DecidedIds(data["d"]),
+            decided=DecidedIds(decided) if type(decided) is bytes else DecidedIds.from_text(decided),
             correlation_id=data.get("k"),
         )
 

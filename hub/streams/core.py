@@ -7,7 +7,7 @@ mutable mapping for state (Quix State, or a dict), and returns the records to pu
 Crash safety, at least once, with the runtime's help:
 
 1. The whole engine state of an order, dedup evidence included, is one table value, written
-   once per proposal (``state_value``: the state, compact JSON).
+   once per proposal (``state_value``: the state, compact MessagePack).
 2. The runtime keeps that state consistent with the committed input offsets: after a crash the
    worker resumes with the state as of its last commit and reads the records after it again.
    Deciding is a pure function of the state and the record (the decision time is the record's
@@ -259,13 +259,17 @@ class Engine:
 
 
 def state_value(state: OrderState) -> bytes:
-    """One order's table value: its state (``OrderState.to_dict``) as compact JSON."""
-    return orjson.dumps(state.to_dict())
+    """One order's table value: its state, compact (``OrderState.to_table``)."""
+    return state.to_table()
 
 
 def stored_state(value: bytes) -> OrderState:
-    """The order state in one table value (what the changelog carries). Also reads the layouts the
-    faust-based engine wrote (``{"state": ..., "replay": [...]}``, or the state then replay lines)."""
+    """The order state in one table value (what the changelog carries). Also reads the JSON the
+    engine wrote before (``{"id": ...}``; MessagePack's map never starts with ``{``), and the
+    layouts the faust-based engine wrote (``{"state": ..., "replay": [...]}``, or the state then
+    replay lines)."""
+    if not value.startswith(b"{"):
+        return OrderState.from_table(value)
     first = value.find(b"\n")
     entry = orjson.loads(value if first < 0 else value[:first])
     return OrderState.from_dict(entry["state"] if "state" in entry else entry)

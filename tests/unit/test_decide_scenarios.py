@@ -21,7 +21,7 @@ def by_name(scenarios: list[Scenario]) -> list[Any]:
 
 
 def play(scenario: Scenario, *, persist: bool = False) -> tuple[dict[str, OrderState], list[Decision], OrderNumbers]:
-    """Decide every delivery of a scenario; with ``persist``, each state goes through its JSON table form first."""
+    """Decide every delivery of a scenario; with ``persist``, each state goes through its table value first."""
     numbers = OrderNumbers()
     states: dict[str, OrderState] = {}
     decisions = []
@@ -29,7 +29,7 @@ def play(scenario: Scenario, *, persist: bool = False) -> tuple[dict[str, OrderS
         order_id = step.proposal.order_ref.order_id
         state = states.get(order_id)
         if persist and state is not None:
-            state = OrderState.from_dict(json.loads(json.dumps(state.to_dict())))
+            state = OrderState.from_table(state.to_table())
         decision = decide_one(state, step.proposal, numbers)
         states[order_id] = decision.state
         decisions.append(decision)
