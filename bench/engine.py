@@ -448,7 +448,7 @@ def table(figures: dict[str, Any]) -> str:
 
 def environment(settings: Settings) -> dict[str, Any]:
     """What the figures were measured on."""
-    packages = package_versions("quixstreams", "confluent-kafka", "aiokafka", "fastavro", "orjson", "pydantic")
+    packages = package_versions("quixstreams", "confluent-kafka", "aiokafka", "fastavro", "orjson", "ormsgpack", "pydantic")
     return {"kafka_version": settings.kafka_version, "bootstrap_servers": settings.bootstrap_servers,
             "python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
             **packages}

@@ -437,7 +437,8 @@ class OrderState:
         if isinstance(self.fields, StoredFields):
             fields = self.fields.table_entries(writers)
         else:
-            fields = {_TABLE_KEYS[path]: state.table_entry(writers.setdefault((state.system, state.actor), len(writers)))
+            fields = {_TABLE_KEYS[path]: state.table_entry(writers.setdefault((state.system, state.actor),
+                                                                             len(writers)))
                       for path, state in self.fields.items()}
         return {
             "id": self.order_id, "v": self.version, "no": self.order_number,
