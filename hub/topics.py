@@ -394,6 +394,7 @@ async def check(settings: Settings, declared: list[TopicDeclaration]) -> list[st
 async def _record_declarations(settings: Settings, declarations: tuple[TopicDeclaration, ...]) -> None:
     if not declarations:
         return
+    await _until_led(settings, TopicPartition(settings.topic_namespace + DECLARATIONS_TOPIC, 0))
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all")
     await producer.start()
     try:
@@ -403,6 +404,19 @@ async def _record_declarations(settings: Settings, declarations: tuple[TopicDecl
                                          key=d.name.encode())
     finally:
         await producer.stop()
+
+
+async def _until_led(settings: Settings, partition: TopicPartition) -> None:
+    """Return once the partition's leader takes requests. A topic just created is in the cluster's
+    metadata a moment before its leader has the partition, and a record sent in between is refused
+    (NotLeaderForPartition: aiokafka retries it, with a warning on the console of ``orderhub up``).
+    Its end offset is asked of the leader itself, which aiokafka retries quietly until it answers."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer.end_offsets([partition])
+    finally:
+        await consumer.stop()
 
 
 def markdown_table(declared: list[TopicDeclaration]) -> str:
