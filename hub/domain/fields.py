@@ -95,6 +95,12 @@ def _text(max_len: int = 500) -> Callable[[Any], str]:
             raise ValueError("expected a non-empty string")
         if len(raw) > max_len:
             raise ValueError(f"longer than {max_len} characters")
+        if not raw.isascii():
+            try:  # JSON can spell half of a surrogate pair alone ("\ud800"); no text encoding can store it
+                raw.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"not Unicode text: a lone surrogate {raw[exc.start]!r} at character "
+                                 f"{exc.start + 1}") from None
         return raw.strip()
     return normalise
 

@@ -12,7 +12,7 @@ import yaml
 from hub.domain.decide import Decision, DecisionKind, decide
 from hub.domain.fields import rule_path
 from hub.domain.order import HISTORY_DEPTH, DecidedIds, OrderState
-from hub.events import (Actor, ChangeProposal, ConflictOutcome, ConflictPolicy, Customer, Instruction, LifecycleStatus,
+from hub.events import (Actor, ChangeProposal, ConflictOutcome, ConflictPolicy, Customer, FieldChange, Instruction, LifecycleStatus,
                         OrderRef, RejectionReason, ReleaseLine, Writer)
 from hub.settings import PROJECT_DIR
 from tests.domain_helpers import (AT, ORDER_ID, RULES, OrderNumbers, creation, decide_one, proposal, ref, run,
@@ -390,6 +390,26 @@ def test_decimals_with_more_places_than_the_field_holds_are_rejected(path: str, 
     decision = decide_one(created(), proposal("too-precise", {path: value}, base=1, system=system))
     assert decision.kind == DecisionKind.REJECTED, f"accepted as {decision.state.value(path)}"
     assert decision.rejection.errors[0].field == path
+
+
+@pytest.mark.parametrize("path, text", [
+    ("customer.name", '"ACME \\ud800"'),
+    ("hold_reasons", '["QA", "\\udfff"]'),
+    ("instructions", '[{"key": "coating", "text": "zinc \\ud83d"}]'),
+])
+def test_text_with_a_lone_surrogate_is_rejected(path: str, text: str) -> None:
+    """JSON can spell half of a surrogate pair alone; such a text could be neither published nor stored,
+    so it is refused with its field named, and the order stays as it was."""
+    prop = proposal("odd-text", {"contact": "Jane"}, base=1)
+    prop = prop.model_copy(update={"changes": [FieldChange(field=path, value=text)]})
+    decision = decide_one(created(), prop)
+    assert decision.kind == DecisionKind.REJECTED
+    (error,) = decision.rejection.errors
+    assert error.field == path and error.message.startswith(f"{path}: not Unicode text: a lone surrogate '\\ud")
+    assert OrderState.from_table(decision.state.to_table()) == decision.state
+    fine = prop.model_copy(update={"event_id": "fine", "changes": [FieldChange(field="customer.name",
+                                                                                value='"ACME \\ud83d\\ude00"')]})
+    assert decide_one(created(), fine).state.parsed("customer.name") == "ACME \U0001F600"
 
 
 # --- the state in the table, and the snapshot -----------------------------------------
