@@ -134,7 +134,10 @@ class Connector(Generic[C]):
     6. Errors: raise ``OutsideSystemUnavailable`` (or any ``RetriableError``) to have the same
        call retried with back-off, holding the partition; raise ``UnmappableRecord`` (or return
        ``Unmappable``) for a record that can never succeed: it goes to the dead-letter topic with
-       the reason and the connector goes on. Anything else is a bug: dead-lettered too.
+       the reason and the connector goes on. Anything else is a bug: dead-lettered too. So is a
+       change whose values no proposal can carry (a text holding a lone surrogate, which JSON can
+       spell and no text encoding can): the rest of its batch goes on, and the object counts as
+       not read, so reading it again after a fix outside proposes it.
     7. ``stop()``: close the clients. What survives a restart: the cursor, the outbox, and the
        last snapshot of every order (all in the instance's SQLite file); the sink's position is
        the consumer group's committed offset.

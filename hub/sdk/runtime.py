@@ -196,8 +196,15 @@ class ConnectorRuntime:
                     stored.append(self._dead_letter(change, stage))
                     continue
                 last, now = said.get(change.ref.key), _canonical(change.values)
+                try:
+                    record = self._record(change, known, correlation_id, last, now)
+                except ValueError as exc:  # a value no proposal can carry (a lone surrogate): not seen, parked
+                    stored.append(self._dead_letter(Unmappable(
+                        {"ref": change.ref.key, "event_id": change.event_id, "values": change.values},
+                        f"no proposal can carry it: {exc}", change.ref.key, exc), stage))
+                    continue
                 said[change.ref.key] = {**(last or {}), **now}
-                if (record := self._record(change, known, correlation_id, last, now)) is not None:
+                if record is not None:
                     stored.append(record)
                     proposed.append((change.ref.key, change.event_id))
             if cursor is not None:  # published after the proposals before it: a successor resumes there
@@ -241,12 +248,12 @@ class ConnectorRuntime:
             actor=change.actor, occurred_at=change.occurred_at,
             changes=[FieldChange(field=path, value=now[path]) for path in values],
             external_refs=refs, comment=change.comment)
+        value = self.codec.encode("change_proposal", proposal.to_avro())
         self.counts["proposed"] += 1
         self.health.proposals.inc()
         flow = (hub.correlation_id(known["order_id"]) if known else None) or flow  # hub.correlation rule 3
         return Pending(0, proposal.event_id, self.topics.proposal_role(proposal.order_ref.order_id),
-                       proposal.order_ref.key or "", self.codec.encode(
-            "change_proposal", proposal.to_avro()), correlation.header(flow))
+                       proposal.order_ref.key or "", value, correlation.header(flow))
 
     def _dead_letter(self, unmappable: Unmappable, stage: str, *, where: Any = None) -> Pending:
         """A record for the dead-letter topic, with why; its id is deterministic (a re-poll stores it once)."""

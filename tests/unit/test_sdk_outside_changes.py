@@ -105,6 +105,31 @@ async def test_an_instance_that_never_read_the_object_proposes_what_differs_from
     assert proposal.base_version == 2 and proposal.changes[0].value == '"2026-12-20"'
 
 
+async def test_a_change_no_proposal_can_carry_is_a_dead_letter_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """Connector rule 6: a value with a lone surrogate (JSON spells it, UTF-8 cannot) makes that change
+    a dead letter naming why; the other changes of the batch are proposed, and the object counts as not
+    read: once the value is fixed outside, reading it again proposes it whole."""
+    runtime = runtime_of(Settings(state_dir=tmp_path), "edi-1")
+
+    def proposed() -> list[ChangeProposal]:
+        return [ChangeProposal.from_avro(runtime.codec.decode(r.value).value) for r in runtime.store.pending()
+                if r.role == "proposals"]
+
+    other = OutsideChange(ref=REF.model_copy(update={"external_id": "K-2"}), event_id="edi:K-2:1", values=PICTURE,
+                          create=True, actor=Actor(id="edi", role="connector"), occurred_at=AT)
+    await runtime.emit([read(1, **{"customer.name": "ACME \ud800"}), other])
+    pending = runtime.store.pending()
+    assert [r.role for r in pending] == ["dead_letters", "proposals"]
+    headers = dict(pending[0].headers)
+    assert b"surrogates not allowed" in headers["__orderhub.errors.exception.message"]
+    assert json.loads(pending[0].value)["ref"] == REF.key and pending[0].key == REF.key
+    assert [p.order_ref.external.external_id for p in proposed()] == ["K-2"]
+    assert runtime.counts["proposed"] == 1 and runtime.counts["dead_letters"] == 1
+    await runtime.emit([read(2, **{"customer.name": "ACME"})])
+    assert [p.order_ref.external.external_id for p in proposed()] == ["K-2", "K-1"]
+    assert dict((c.field, c.value) for c in proposed()[1].changes)["customer.id"] == '"C-100"'
+
+
 async def test_while_kafka_is_away_the_outbox_gauges_say_what_waits(tmp_path: Path) -> None:
     """The drain counts the outbox for its gauges (at most once a second) even when it cannot send."""
     from prometheus_client import CollectorRegistry
