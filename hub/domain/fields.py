@@ -33,7 +33,11 @@ _DECIMAL_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
 def canonical_json(value: Any) -> str | None:
-    """One spelling per value: sorted keys, no spaces, None stays None (clears the field)."""
+    """One spelling per value: sorted keys, no spaces, None stays None (clears the field).
+
+    Characters stay as they are, but for half of a surrogate pair alone, which no text encoding can
+    store: a text holding one is spelt all in ASCII escapes (``"a\\ud800"``), so the proposal that
+    carries it can still be sent, and the hub refuses it naming the field (``_text``)."""
     if value is None:
         return None
     if type(value) is str:  # most values: orjson spells every string as json does, but for a lone surrogate
@@ -41,7 +45,13 @@ def canonical_json(value: Any) -> str | None:
             return orjson.dumps(value).decode()
         except TypeError:
             pass
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text
 
 
 def load_json(text: str | None) -> Any:

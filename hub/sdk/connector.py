@@ -135,9 +135,10 @@ class Connector(Generic[C]):
        call retried with back-off, holding the partition; raise ``UnmappableRecord`` (or return
        ``Unmappable``) for a record that can never succeed: it goes to the dead-letter topic with
        the reason and the connector goes on. Anything else is a bug: dead-lettered too. So is a
-       change whose values no proposal can carry (a text holding a lone surrogate, which JSON can
-       spell and no text encoding can): the rest of its batch goes on, and the object counts as
-       not read, so reading it again after a fix outside proposes it.
+       change no proposal can carry (an actor id holding half of a surrogate pair alone, which no
+       text encoding can store): the rest of its batch goes on, and the object counts as not
+       read, so reading it again after a fix outside proposes it. (A field value holding one is
+       spelt in escapes and proposed; the hub refuses it, naming the field.)
     7. ``stop()``: close the clients. What survives a restart: the cursor, the outbox, and the
        last snapshot of every order (all in the instance's SQLite file); the sink's position is
        the consumer group's committed offset.

@@ -198,7 +198,7 @@ class ConnectorRuntime:
                 last, now = said.get(change.ref.key), _canonical(change.values)
                 try:
                     record = self._record(change, known, correlation_id, last, now)
-                except ValueError as exc:  # a value no proposal can carry (a lone surrogate): not seen, parked
+                except ValueError as exc:  # what no proposal can carry (an actor id with a lone surrogate): parked, not seen
                     stored.append(self._dead_letter(Unmappable(
                         {"ref": change.ref.key, "event_id": change.event_id, "values": change.values},
                         f"no proposal can carry it: {exc}", change.ref.key, exc), stage))

@@ -5,6 +5,7 @@ hub's own edit of a field the outside system never takes back is not undone by t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import json
 from decimal import Decimal
@@ -106,26 +107,33 @@ async def test_an_instance_that_never_read_the_object_proposes_what_differs_from
 
 
 async def test_a_change_no_proposal_can_carry_is_a_dead_letter_and_the_batch_goes_on(tmp_path: Path) -> None:
-    """Connector rule 6: a value with a lone surrogate (JSON spells it, UTF-8 cannot) makes that change
-    a dead letter naming why; the other changes of the batch are proposed, and the object counts as not
-    read: once the value is fixed outside, reading it again proposes it whole."""
+    """Connector rule 6: a change the Avro proposal cannot carry (an actor id holding a lone surrogate,
+    which UTF-8 cannot encode) is a dead letter naming why; the other changes of the batch are proposed,
+    and the object counts as not read: read again, fixed, it is proposed whole. A value with a lone
+    surrogate is spelt in escapes (``canonical_json``), proposed, and the hub refuses it naming the field."""
     runtime = runtime_of(Settings(state_dir=tmp_path), "edi-1")
 
     def proposed() -> list[ChangeProposal]:
         return [ChangeProposal.from_avro(runtime.codec.decode(r.value).value) for r in runtime.store.pending()
                 if r.role == "proposals"]
 
-    other = OutsideChange(ref=REF.model_copy(update={"external_id": "K-2"}), event_id="edi:K-2:1", values=PICTURE,
-                          create=True, actor=Actor(id="edi", role="connector"), occurred_at=AT)
-    await runtime.emit([read(1, **{"customer.name": "ACME \ud800"}), other])
+    odd = dataclasses.replace(read(1), actor=Actor(id="edi \ud800", role="connector"))
+    k2 = OutsideChange(ref=REF.model_copy(update={"external_id": "K-2"}), event_id="edi:K-2:1",
+                       values={**PICTURE, "customer.name": "ACME \udfff"}, create=True,
+                       actor=Actor(id="edi", role="connector"), occurred_at=AT)
+    await runtime.emit([odd, k2])
     pending = runtime.store.pending()
     assert [r.role for r in pending] == ["dead_letters", "proposals"]
     headers = dict(pending[0].headers)
     assert b"surrogates not allowed" in headers["__orderhub.errors.exception.message"]
     assert json.loads(pending[0].value)["ref"] == REF.key and pending[0].key == REF.key
-    assert [p.order_ref.external.external_id for p in proposed()] == ["K-2"]
+    (sent,) = proposed()
+    assert dict((c.field, c.value) for c in sent.changes)["customer.name"] == '"ACME \\udfff"'
+    refused = decide(None, sent, order_id="O-2", rules=runtime.settings.rules(), at=AT,
+                     next_order_number=lambda: "ORD-2026-00-000002")
+    assert [e.field for e in refused.rejection.errors] == ["customer.name"]
     assert runtime.counts["proposed"] == 1 and runtime.counts["dead_letters"] == 1
-    await runtime.emit([read(2, **{"customer.name": "ACME"})])
+    await runtime.emit([read(2)])
     assert [p.order_ref.external.external_id for p in proposed()] == ["K-2", "K-1"]
     assert dict((c.field, c.value) for c in proposed()[1].changes)["customer.id"] == '"C-100"'
 

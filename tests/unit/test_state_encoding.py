@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from hub.domain.decide import DecisionKind, decide
-from hub.domain.fields import DELETE_PATH, HEADER_FIELDS, LINE_FIELDS, canonical_json
+from hub.domain.fields import DELETE_PATH, HEADER_FIELDS, LINE_FIELDS, canonical_json, load_json
 from hub.domain.order import (
     KIND_CODES, SEEN_LIMIT, TABLE_LINE_PATHS, TABLE_PATHS, DecidedIds, FieldState, OrderState, StoredFields,
     event_digest, value_text,
@@ -105,9 +105,14 @@ def test_value_text_spells_the_other_kinds_as_canonical_json(value: object) -> N
     assert value_text(value) == canonical_json(value)
 
 
-def test_canonical_json_of_a_lone_surrogate_is_still_json_spelling() -> None:
-    """orjson refuses a lone surrogate; canonical_json then spells it as it always did."""
-    assert canonical_json("a\ud800") == json.dumps("a\ud800", ensure_ascii=False)
+def test_canonical_json_spells_a_lone_surrogate_in_escapes() -> None:
+    """orjson refuses a lone surrogate; canonical_json then spells the text in ASCII escapes, which any
+    encoding can carry, and which reads back as the same text."""
+    for value in ("a\ud800", ["QA", "\udfff \u00e4"], {"key": None, "text": "zinc \ud83d"}):
+        text = canonical_json(value)
+        assert text == json.dumps(value, sort_keys=True, separators=(",", ":")) and text.isascii()
+        assert load_json(text) == value
+    assert canonical_json(["\u00e4", "\U0001F600"]) == '["\u00e4","\U0001F600"]'  # otherwise as they are
 
 
 # --- the table form -------------------------------------------------------------------------
