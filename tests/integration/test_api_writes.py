@@ -77,6 +77,12 @@ def test_a_person_creates_edits_races_and_resolves(hub: tuple[Settings, str]) ->
     # a field the role may not write: the engine refuses it, field by field
     refused = pia.patch(f"/api/v1/orders/{order}", json={"base_version": 3, "changes": {"customer_po_number": "X"}})
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "customer_po_number"
+    # JSON can spell half of a surrogate pair alone, which no text encoding stores: refused, not a 500
+    lone = sam.patch(f"/api/v1/orders/{order}", content=b'{"base_version": 3, "changes": {"contact": "Jo \\ud800"}}',
+                     headers={"Content-Type": "application/json"})
+    assert lone.status_code == 422, lone.text
+    error = lone.json()["errors"][0]
+    assert error["field"] == "contact" and error["message"].startswith("contact: not Unicode text: a lone surrogate")
 
 
 async def test_an_approval_above_the_threshold_is_the_managers_and_makes_the_order_approved(
