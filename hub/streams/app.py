@@ -56,6 +56,9 @@ READY = "orderhub engine: processing"
 #: every hop adds it to a proposal's latency (Quix's default of 1 s put p50 at 2.6 s at 500/s).
 POLL_TIMEOUT_S = 0.005
 
+#: How many times the worker builds its application when a topic Quix has just created is not listed yet.
+STARTS = 6
+
 log = logging.getLogger(__name__)
 _BYTES = dict(key_deserializer="bytes", value_deserializer="bytes", key_serializer="bytes", value_serializer="bytes")
 
@@ -250,11 +253,15 @@ def run_worker(settings: Settings, *, sleep: Callable[[float], Any] = time.sleep
     configure(settings)  # first: what importing Quix warns is logged like everything else
     from quixstreams.checkpointing.exceptions import CheckpointProducerTimeout
     from quixstreams.kafka.exceptions import BaseKafkaException, KafkaBrokerUnavailableError
+    from quixstreams.models.topics.exceptions import TopicNotFoundError
 
     metrics.serve(settings, "worker")
     unavailable = (BaseKafkaException, KafkaBrokerUnavailableError, CheckpointProducerTimeout)
     for attempt in itertools.count():
-        app = create_app(settings)
+        # Quix creates its changelog topics and reads each back at once; a KRaft broker may list a new
+        # topic a moment later, so the first start on a new namespace can miss one: it exists next time
+        app = retrying(lambda: create_app(settings), (TopicNotFoundError,), "starting the engine",
+                       attempts=STARTS, sleep=sleep)
         log.info(READY)
         try:
             app.run()

@@ -98,3 +98,42 @@ def test_a_fatal_error_ends_the_process_with_the_configuration_status() -> None:
     exits: list[int] = []
     stop_on_fatal(FatalError("no schema change_proposal v9"), "decide t[0]@4", exit=exits.append)
     assert exits == [EXIT_FATAL]
+
+
+def test_the_worker_starts_again_when_a_topic_quix_just_created_is_not_listed_yet(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Quix creates its changelog topics and reads each back at once; a KRaft broker can list a new one
+    a moment later. The worker builds its application again (the topic exists then) instead of dying;
+    a topic still missing after ``STARTS`` tries ends it with the error."""
+    from quixstreams.models.topics.exceptions import TopicNotFoundError
+
+    from hub.settings import Settings
+    from hub.streams import app as worker
+
+    class Ran:
+        runs = 0
+
+        def run(self) -> None:
+            Ran.runs += 1
+
+    attempts = []
+
+    def created(missing: int):
+        def create_app(settings: Settings) -> Ran:
+            attempts.append(settings)
+            if len(attempts) <= missing:
+                raise TopicNotFoundError('Topic "changelog__x" not found on the broker')
+            return Ran()
+        return create_app
+
+    settings = Settings(state_dir=tmp_path, metrics_port=-1)
+    pauses = Pauses()
+    monkeypatch.setattr("hub.logs.configure", lambda settings: None)  # the test process keeps its logging
+    monkeypatch.setattr(worker, "create_app", created(1))
+    assert worker.run_worker(settings, sleep=pauses) == 0
+    assert (len(attempts), Ran.runs, pauses) == (2, 1, [0.5])
+    attempts.clear()
+    monkeypatch.setattr(worker, "create_app", created(worker.STARTS))
+    with pytest.raises(TopicNotFoundError):
+        worker.run_worker(settings, sleep=pauses)
+    assert len(attempts) == worker.STARTS and Ran.runs == 1
