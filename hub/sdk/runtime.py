@@ -142,6 +142,9 @@ class ConnectorRuntime:
             if failed:
                 raise failed[0]
         finally:
+            # Every task's loop also ends by itself once stopping is set: on Python 3.11 a cancel that
+            # lands while an asyncio.wait_for is finishing is lost (CPython gh-86296), and a task left
+            # looping would keep this gather, and so run(), from ever returning.
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -268,7 +271,7 @@ class ConnectorRuntime:
         return Pending(0, f"dead:{digest}", "dead_letters", unmappable.key or "", value, headers)
 
     async def _drain(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             self._stored.clear()  # before reading: a record stored meanwhile sets it again
             pending = await asyncio.to_thread(self.store.pending)
             await self._measure_outbox(empty=not pending)
@@ -341,7 +344,7 @@ class ConnectorRuntime:
                     if tp.partition in stored:
                         consumer.seek(tp, stored[tp.partition])
             ends = await consumer.end_offsets(partitions[state])
-            while True:
+            while not self._stopping.is_set():
                 if not self.caught_up.is_set() and await _reached(consumer, ends):
                     self.caught_up.set()
                 batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
@@ -414,7 +417,7 @@ class ConnectorRuntime:
         await consumer.start()
         poller = asyncio.create_task(self._poll_while_leader())
         try:
-            while True:  # keeps the membership alive; the records themselves are read by _adopt_cursor
+            while not self._stopping.is_set():  # keeps the membership alive; _adopt_cursor reads the records
                 await consumer.getmany(timeout_ms=1000)
                 if poller.done():
                     poller.result()
@@ -456,7 +459,7 @@ class ConnectorRuntime:
 
     async def _poll_while_leader(self) -> None:
         await self.caught_up.wait()  # the echoes and base versions need the hub's last word
-        while True:
+        while not self._stopping.is_set():
             await self.leader.wait()
             cursor = await asyncio.to_thread(self.store.cursor)
             polled = await retried(lambda: self.connector.poll(cursor), f"{self.instance} poll", stopping=self._stopping,
@@ -508,7 +511,7 @@ class ConnectorRuntime:
             await consumer.commit({tp: messages[-1].offset + 1 for tp, messages in batches.items()})
 
         try:
-            while True:
+            while not self._stopping.is_set():
                 batches = await consumer.getmany(timeout_ms=1000, max_records=200)
                 if not batches:
                     continue
