@@ -96,6 +96,9 @@ class HubClient:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._listener: asyncio.Task[None] | None = None
+        #: Set by ``stop()``: the listener's loop ends by itself too (a cancel can be lost on Python 3.11,
+        #: CPython gh-86296, and ``stop()`` awaits the listener).
+        self._stopping = False
         self._waiting: dict[str, asyncio.Future[ProposalAnswer]] = {}
         self._answers: OrderedDict[str, ProposalAnswer] = OrderedDict()
         self._records: OrderedDict[tuple[str, str], Any] = OrderedDict()  # (event id, kind) -> record
@@ -134,13 +137,14 @@ class HubClient:
             await _quietly(producer.stop())
             await _quietly(consumer.stop())
             raise
-        self._producer, self._consumer = producer, consumer
+        self._producer, self._consumer, self._stopping = producer, consumer, False
         if self.listen:
             self._listener = asyncio.create_task(self._listen(), name="hub-client-answers")
         return self
 
     async def stop(self) -> None:
         """Stop listening and close the producer (what was sent is flushed first)."""
+        self._stopping = True
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -258,7 +262,7 @@ class HubClient:
         assert self._consumer is not None
         kinds = {self.topics.changes: ("change", OrderChange), self.topics.conflicts: ("conflict", OrderConflict),
                  self.topics.rejections: ("rejection", OrderRejection)}
-        while True:
+        while not self._stopping:
             try:
                 batches = await self._consumer.getmany(timeout_ms=500)
             except KafkaError as exc:  # the broker went away for a moment: the consumer reconnects
